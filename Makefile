@@ -1,0 +1,38 @@
+# Every target creates (or reuses) .venv by itself, from nothing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip
+# Tests run warm caches off the repo and in parallel-safe temp dirs.
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: venv demo test test-all lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# The constraints file pins torch==2.13.0 (the CPU wheel); never an unpinned torch.
+	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'torch {v} installed, expected 2.13.0')"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/purestep demo
+
+# Representative suite (< 15 min on 2 cores): everything but tests marked slow.
+test: $(STAMP)
+	$(PYTEST) -m "not slow" -q
+
+# Everything, compile-heavy and long parity runs included.
+test-all: $(STAMP)
+	$(PYTEST) -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check purestep tests benchmarks examples
+	$(BIN)/ruff format --check purestep tests benchmarks examples
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .benchmarks

@@ -1,0 +1,395 @@
+"""The pure training and evaluation steps.
+
+``make_train_step(model, criterion, optimizer)`` returns ``train_step(state, batch) ->
+(new_state, metrics)``: forward through ``torch.func.functional_call`` on explicit
+parameter and buffer dicts, gradients from ``torch.func.grad_and_value`` (or, in plain
+eager mode, ``torch.autograd.grad`` on fresh leaves, for bitwise parity with
+``loss.backward()``; see ``TrainStep._grad``), then the optimizer's pure ``step``. Nothing
+captured is mutated; no ``.backward()``, no ``.grad`` field.
+
+Each call (1) checks the state and batch and raises a clear error before any math,
+(2) sets the device's default generator from ``state.rng`` (so dropout masks are a
+function of the state; the caller's global RNG is restored afterwards), (3) runs the pure
+function, which ``purestep.compile`` swaps for its ``torch.compile``d twin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value
+
+from purestep.core.module import ModelSpec, make_skeleton
+from purestep.core.pytree import check_tensor_leaves, tree_flatten, tree_map, tree_structure
+from purestep.core.rng import rng_scope
+from purestep.core.state import TrainState
+from purestep.optim.base import GradientTransformation, Optimizer, as_optimizer
+
+__all__ = ["EvalStep", "TrainStep", "make_eval_step", "make_train_step"]
+
+Metrics = dict[str, Any]
+GRAD_ENGINES = ("auto", "func", "autograd")
+Criterion = Callable[[Any, Any], torch.Tensor]
+MetricsFn = Callable[[Any, Any], Mapping[str, torch.Tensor]]
+# loss_fn(apply, params, buffers, batch, rng) -> loss | (loss, aux); apply(params, buffers,
+# *inputs, **kwargs) -> outputs runs the model (new buffers are collected by the step).
+LossFn = Callable[..., Any]
+
+
+def _describe(tree: Any) -> str:
+    leaves, _ = tree_flatten(tree)
+    parts = [
+        f"{tuple(x.shape)}:{str(x.dtype).replace('torch.', '')}"
+        if isinstance(x, torch.Tensor)
+        else type(x).__name__
+        for x in leaves
+    ]
+    return "[" + ", ".join(parts) + "]"
+
+
+class _Step:
+    """What train and eval steps share: checks, the RNG bracket, eager/compiled dispatch."""
+
+    _training: bool
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: Criterion | None,
+        *,
+        loss_fn: LossFn | None,
+        metrics_fn: MetricsFn | None,
+    ) -> None:
+        self.spec = ModelSpec.of(model)
+        if (criterion is None) == (loss_fn is None):
+            raise TypeError("give exactly one of criterion=(outputs, targets) -> loss or loss_fn=")
+        if criterion is not None and not callable(criterion):
+            raise TypeError(f"criterion must be callable, got {type(criterion).__name__}")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        if metrics_fn is not None and not callable(metrics_fn):
+            raise TypeError(f"metrics_fn must be callable, got {type(metrics_fn).__name__}")
+        self.model = model
+        self.criterion = criterion
+        self.loss_fn = loss_fn
+        self.metrics_fn = metrics_fn
+        self.skeleton = make_skeleton(model, training=self._training)
+        self.compiled = False
+        self._impl: Callable[[TrainState, Any], Any] = self._pure
+        self._state_treedef: Any = None
+
+    # -- checks -------------------------------------------------------------------------
+    def check_state(self, state: Any) -> None:
+        """Raise a clear ``TypeError``/``ValueError`` if ``state`` does not fit this step."""
+        if not isinstance(state, TrainState):
+            raise TypeError(f"state must be a purestep.TrainState, got {type(state).__name__}")
+        self.spec.check("params", state.params)
+        self.spec.check("buffers", state.buffers)
+        for name in ("step", "rng"):
+            value = getattr(state, name)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"state.{name} must be a torch.Tensor, got {type(value).__name__}")
+        treedef = tree_structure(state.opt_state)
+        if treedef != self._state_treedef:
+            check_tensor_leaves(state.opt_state, "state.opt_state")
+            self._check_opt_state(state)
+            self._state_treedef = treedef
+
+    def _check_opt_state(self, state: TrainState) -> None:
+        """Hook: train steps check the optimizer state's structure."""
+
+    def check_batch(self, batch: Any, state: TrainState) -> None:
+        """Raise a clear error if ``batch`` has the wrong structure, leaf type or device."""
+        if self.criterion is not None and (not isinstance(batch, tuple | list) or len(batch) < 2):
+            length = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
+            raise ValueError(
+                "batch must be a tuple (inputs..., targets) of at least 2 tensors when a "
+                f"criterion is given, got {type(batch).__name__}{length}"
+            )
+        check_tensor_leaves(batch, "batch", allow_none=self.loss_fn is not None)
+        device = state.device
+        for x in tree_flatten(batch)[0]:
+            if isinstance(x, torch.Tensor) and x.device != device:
+                raise ValueError(
+                    f"batch tensor {tuple(x.shape)} is on {x.device} but the state is on {device}"
+                )
+
+    # -- the model, wrapped so that a rejected batch is a clear ValueError ----------------
+    def _apply(
+        self, params: Mapping[str, torch.Tensor], buffers: dict[str, torch.Tensor], *inputs: Any
+    ) -> Any:
+        if torch.compiler.is_compiling():
+            return functional_call(self.skeleton, (dict(params), buffers), tuple(inputs))
+        try:
+            return functional_call(self.skeleton, (dict(params), buffers), tuple(inputs))
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise ValueError(
+                f"{self.spec.model_name} rejected the batch inputs {_describe(inputs)}: {err}"
+            ) from err
+
+    def _criterion(self, outputs: Any, targets: Any) -> torch.Tensor:
+        assert self.criterion is not None
+        if torch.compiler.is_compiling():
+            loss = self.criterion(outputs, targets)
+        else:
+            try:
+                loss = self.criterion(outputs, targets)
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                raise ValueError(
+                    f"criterion rejected outputs {_describe(outputs)} and targets "
+                    f"{_describe(targets)}: {err}"
+                ) from err
+        return _check_loss(loss)
+
+    def _forward_loss(
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
+        batch: Any,
+        rng: torch.Tensor,
+    ) -> tuple[torch.Tensor, Metrics, dict[str, torch.Tensor], Any, Any]:
+        """Loss, aux metrics, new buffers, outputs and targets (the last two for metrics_fn)."""
+        if self.loss_fn is None:
+            *inputs, targets = batch
+            new_buffers = {k: b.clone() for k, b in buffers.items()}
+            outputs = self._apply(params, new_buffers, *inputs)
+            return self._criterion(outputs, targets), {}, new_buffers, outputs, targets
+
+        collected: list[dict[str, torch.Tensor]] = [dict(buffers)]
+
+        def apply(p: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], *a: Any) -> Any:
+            fresh = {k: v.clone() for k, v in b.items()}
+            collected[0] = fresh
+            return self._apply(p, fresh, *a)
+
+        result = self.loss_fn(apply, params, buffers, batch, rng)
+        if isinstance(result, tuple):
+            if len(result) != 2:
+                raise ValueError(
+                    f"loss_fn must return loss or (loss, aux), got a {len(result)}-tuple"
+                )
+            loss, aux = result
+        else:
+            loss, aux = result, {}
+        if not isinstance(aux, Mapping):
+            raise TypeError(f"loss_fn's aux must be a dict of metrics, got {type(aux).__name__}")
+        return _check_loss(loss), dict(aux), collected[0], None, None
+
+    def _extra_metrics(self, outputs: Any, targets: Any) -> Metrics:
+        if self.metrics_fn is None or outputs is None:
+            return {}
+        with torch.no_grad():
+            return dict(self.metrics_fn(outputs, targets))
+
+    # -- calling --------------------------------------------------------------------------
+    def _pure(self, state: TrainState, batch: Any) -> Any:
+        raise NotImplementedError
+
+    def _with_impl(self, impl: Callable[[TrainState, Any], Any]) -> Any:
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin._impl = impl
+        twin.compiled = True
+        return twin
+
+
+def _detach(tree: Any) -> Any:
+    return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def _check_loss(loss: Any) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"the loss must be a 0-d tensor, got {shape} (reduce it, e.g. .mean())")
+    if not loss.is_floating_point():
+        raise ValueError(f"the loss must be a floating-point tensor, got {loss.dtype}")
+    return loss
+
+
+class TrainStep(_Step):
+    """``train_step(state, batch) -> (new_state, metrics)``; see ``make_train_step``."""
+
+    _training = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: Criterion | None,
+        optimizer: Optimizer | GradientTransformation,
+        *,
+        loss_fn: LossFn | None = None,
+        metrics_fn: MetricsFn | None = None,
+        return_grads: bool = False,
+        grad_engine: str = "auto",
+    ) -> None:
+        if grad_engine not in GRAD_ENGINES:
+            raise ValueError(f"grad_engine must be one of {GRAD_ENGINES}, got {grad_engine!r}")
+        self.grad_engine = grad_engine
+        if isinstance(optimizer, GradientTransformation):
+            optimizer = as_optimizer(optimizer)
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                "optimizer must be a purestep.optim Optimizer or GradientTransformation "
+                f"(e.g. ps.optim.adam(lr=1e-3)), got {type(optimizer).__name__}"
+            )
+        super().__init__(model, criterion, loss_fn=loss_fn, metrics_fn=metrics_fn)
+        self.optimizer = optimizer
+        self.return_grads = return_grads
+        self._trainable = self.spec.trainable
+        self._frozen = tuple(k for k in self.spec.params if k not in set(self._trainable))
+
+    def _check_opt_state(self, state: TrainState) -> None:
+        meta = {
+            k: torch.empty(self.spec.params[k][0], dtype=self.spec.params[k][1], device="meta")
+            for k in self._trainable
+        }
+        expected = tree_structure(self.optimizer.init(meta))
+        if tree_structure(state.opt_state) != expected:
+            raise ValueError(
+                "state.opt_state does not have the structure this optimizer expects for "
+                f"{self.spec.model_name}'s trainable parameters (was the state built with "
+                "another optimizer or model?)"
+            )
+
+    def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        self.check_state(state)
+        self.check_batch(batch, state)
+        with rng_scope(state.rng, state.device) as scope:
+            new_state, metrics = self._impl(state, batch)
+        return new_state._replace(rng=scope.key), metrics
+
+    def _pure(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        trainable = {k: state.params[k] for k in self._trainable}
+        frozen = {k: state.params[k] for k in self._frozen}
+
+        def objective(trainable: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+            loss, aux, new_buffers, outputs, _targets = self._forward_loss(
+                {**frozen, **trainable}, state.buffers, batch, state.rng
+            )
+            # aux may only hold tensors: outputs travel as a 0- or 1-tuple.
+            kept = (
+                (_detach(outputs),) if self.metrics_fn is not None and outputs is not None else ()
+            )
+            return loss, (loss.detach(), aux, new_buffers, kept)
+
+        grads, (loss, aux, new_buffers, kept) = self._grad(objective, trainable)
+        new_trainable, opt_state = self.optimizer.step(grads, state.opt_state, trainable)
+        params = {k: new_trainable.get(k, p) for k, p in state.params.items()}
+        metrics: Metrics = {"loss": loss, **aux}
+        if kept:
+            metrics.update(self._extra_metrics(kept[0], batch[-1]))
+        if self.return_grads:
+            metrics["grads"] = grads
+        return TrainState(params, new_buffers, opt_state, state.step + 1, state.rng), metrics
+
+    def _grad(
+        self,
+        objective: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, Any]],
+        trainable: dict[str, torch.Tensor],
+    ) -> tuple[dict[str, torch.Tensor], Any]:
+        """Gradients of ``objective`` w.r.t. ``trainable`` and its aux output.
+
+        Under ``torch.compile`` or another functorch transform (vmap), or with
+        ``grad_engine="func"``: ``torch.func.grad_and_value``. In plain eager mode (default
+        ``"auto"``): ``torch.autograd.grad`` on fresh leaf views, the very engine behind
+        ``loss.backward()``, because functorch transforms rewrite a few ops (e.g.
+        ``binary_cross_entropy_with_logits``) into decompositions that round differently,
+        and eager steps promise bitwise parity with the imperative loop. Both are pure:
+        no ``.grad`` field is touched and no input is changed.
+        """
+        use_func = self.grad_engine == "func" or (
+            self.grad_engine == "auto"
+            and (
+                torch.compiler.is_compiling()
+                or any(
+                    torch._C._functorch.is_functorch_wrapped_tensor(p) for p in trainable.values()
+                )
+            )
+        )
+        if use_func:
+            grads, (_, aux) = grad_and_value(objective, has_aux=True)(trainable)
+            return grads, aux
+        leaves = {k: p.detach().requires_grad_(True) for k, p in trainable.items()}
+        with torch.enable_grad():
+            loss, aux = objective(leaves)
+            found = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        grads = {
+            k: g if g is not None else torch.zeros_like(p)
+            for (k, p), g in zip(leaves.items(), found, strict=True)
+        }
+        return grads, _detach(aux)
+
+
+class EvalStep(_Step):
+    """``eval_step(state, batch) -> metrics`` in eval mode (running stats, no dropout)."""
+
+    _training = False
+
+    def __call__(self, state: TrainState, batch: Any) -> Metrics:
+        self.check_state(state)
+        self.check_batch(batch, state)
+        with rng_scope(state.rng, state.device):
+            return self._impl(state, batch)
+
+    def _pure(self, state: TrainState, batch: Any) -> Metrics:
+        with torch.no_grad():
+            loss, aux, _, outputs, targets = self._forward_loss(
+                state.params, state.buffers, batch, state.rng
+            )
+            return {"loss": loss, **aux, **self._extra_metrics(outputs, targets)}
+
+
+def make_train_step(
+    model: nn.Module,
+    criterion: Criterion | None,
+    optimizer: Optimizer | GradientTransformation,
+    *,
+    loss_fn: LossFn | None = None,
+    metrics_fn: MetricsFn | None = None,
+    return_grads: bool = False,
+    grad_engine: str = "auto",
+) -> TrainStep:
+    """The pure training step for ``model``.
+
+    Args:
+        model: the ``nn.Module`` (only its structure is used; it is never modified).
+        criterion: ``(outputs, targets) -> 0-d loss`` (``nn.CrossEntropyLoss()``, ...); the
+            batch is then ``(inputs..., targets)``. Pass ``None`` when giving ``loss_fn``.
+        optimizer: a ``purestep.optim`` rule (or a transform, applied as ``p + u``).
+        loss_fn: general form ``loss_fn(apply, params, buffers, batch, rng) -> loss | (loss,
+            aux)``, where ``apply(params, buffers, *inputs)`` runs the model; aux is a dict of
+            metrics.
+        metrics_fn: ``(outputs, targets) -> {name: tensor}``, computed without gradient.
+        return_grads: add the gradient dict to the metrics under ``"grads"``.
+        grad_engine: ``"auto"`` (default): ``torch.autograd.grad`` in plain eager mode
+            (bitwise the gradients of ``loss.backward()``), ``torch.func.grad_and_value``
+            when compiled or vmapped; ``"func"``: always ``grad_and_value``; ``"autograd"``:
+            always the autograd engine (not compilable with ``fullgraph``).
+
+    Returns:
+        ``train_step(state, batch) -> (state, metrics)``; ``metrics["loss"]`` is a 0-d tensor.
+    """
+    return TrainStep(
+        model,
+        criterion,
+        optimizer,
+        loss_fn=loss_fn,
+        metrics_fn=metrics_fn,
+        return_grads=return_grads,
+        grad_engine=grad_engine,
+    )
+
+
+def make_eval_step(
+    model: nn.Module,
+    criterion: Criterion | None,
+    *,
+    loss_fn: LossFn | None = None,
+    metrics_fn: MetricsFn | None = None,
+) -> EvalStep:
+    """The pure evaluation step: ``eval_step(state, batch) -> metrics``, model in eval mode,
+    no gradient. Arguments as for ``make_train_step``."""
+    return EvalStep(model, criterion, loss_fn=loss_fn, metrics_fn=metrics_fn)

@@ -1,0 +1,76 @@
+"""Scalar-or-tensor arithmetic that is bitwise torch.optim's arithmetic for Python scalars.
+
+Hyperparameters and step counts live in the optimizer state as 0-d tensors so that
+changing them never recompiles. In plain eager execution on the CPU they are read back as
+Python numbers (``.item()``, as torch.optim's own ``_get_value`` does) and the update uses
+torch.optim's exact fused ops (``add(alpha=)``, ``addcdiv(value=)`` ...): bitwise parity.
+Under ``torch.compile``, under ``vmap``/``grad`` or on an accelerator (where ``.item()``
+would break the graph, fail, or sync the device) they stay tensors and the same formula is
+written with tensor arithmetic: equal up to rounding (documented tolerance).
+"""
+
+from __future__ import annotations
+
+import torch
+
+Scalar = float | int | torch.Tensor
+
+__all__ = ["Scalar", "add", "addcdiv", "addcmul", "host_value", "lerp", "pow_", "sqrt"]
+
+
+def host_value(t: torch.Tensor) -> Scalar:
+    """``t.item()`` when that is free and exact (eager, CPU, unwrapped), else ``t``."""
+    if (
+        torch.compiler.is_compiling()
+        or t.device.type != "cpu"
+        or torch._C._functorch.is_functorch_wrapped_tensor(t)
+    ):
+        return t
+    return t.item()
+
+
+def add(x: torch.Tensor, y: torch.Tensor, alpha: Scalar = 1) -> torch.Tensor:
+    """``x + alpha * y`` (one fused rounding for a Python ``alpha``, like ``add_(alpha=)``)."""
+    if isinstance(alpha, torch.Tensor):
+        return x + alpha.to(x.dtype) * y
+    return torch.add(x, y, alpha=alpha)
+
+
+def addcmul(x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, value: Scalar = 1) -> torch.Tensor:
+    """``x + value * t1 * t2``."""
+    if isinstance(value, torch.Tensor):
+        return x + value.to(x.dtype) * t1 * t2
+    return torch.addcmul(x, t1, t2, value=value)
+
+
+def addcdiv(x: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, value: Scalar = 1) -> torch.Tensor:
+    """``x + value * t1 / t2``."""
+    if isinstance(value, torch.Tensor):
+        return x + value.to(x.dtype) * (t1 / t2)
+    return torch.addcdiv(x, t1, t2, value=value)
+
+
+def lerp(start: torch.Tensor, end: torch.Tensor, weight: Scalar) -> torch.Tensor:
+    """``start + weight * (end - start)``, torch's ``lerp`` kernel."""
+    if isinstance(weight, torch.Tensor):
+        return torch.lerp(start, end, weight.to(start.dtype))
+    return torch.lerp(start, end, weight)
+
+
+def pow_(base: Scalar, exponent: Scalar) -> Scalar:
+    """``base ** exponent`` for Python numbers, or in float64 when either is a 0-d tensor."""
+    if isinstance(exponent, torch.Tensor):
+        exponent = exponent.to(torch.float64)
+        if isinstance(base, torch.Tensor):
+            return torch.pow(base.to(torch.float64), exponent)
+        return torch.pow(base, exponent)
+    if isinstance(base, torch.Tensor):
+        return torch.pow(base.to(torch.float64), exponent)
+    return base**exponent
+
+
+def sqrt(x: Scalar) -> Scalar:
+    """``x ** 0.5`` as torch.optim writes it for Python floats; ``sqrt`` for tensors."""
+    if isinstance(x, torch.Tensor):
+        return torch.sqrt(x)
+    return x**0.5

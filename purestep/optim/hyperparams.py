@@ -1,0 +1,114 @@
+"""Hyperparameters that live in the optimizer state as 0-d float64 tensors.
+
+A rule keeps its *dynamic* hyperparameters (by default just ``lr``) in a
+``hyperparams: dict[str, Tensor]`` field of its state. Changing one is a new state, not a
+new function, so a compiled step never recompiles. float64 holds a Python float exactly, so
+``set_hyperparam(state, "lr", 1e-3)`` gives bitwise the lr that torch.optim would use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+
+from purestep.optim._scalar_ops import Scalar, host_value
+
+__all__ = [
+    "get_hyperparam",
+    "hyperparam_tensors",
+    "resolve_hyperparams",
+    "set_hyperparam",
+]
+
+
+def hyperparam_tensors(
+    values: Mapping[str, float], dynamic: Iterable[str], device: torch.device | None
+) -> dict[str, torch.Tensor]:
+    """0-d float64 tensors for the names in ``dynamic``."""
+    out = {}
+    for name in dynamic:
+        if name not in values:
+            raise ValueError(f"unknown hyperparameter {name!r}; this rule has {sorted(values)}")
+        out[name] = torch.tensor(float(values[name]), dtype=torch.float64, device=device)
+    return out
+
+
+def resolve_hyperparams(
+    state_values: Mapping[str, torch.Tensor], static: Mapping[str, float]
+) -> dict[str, Scalar]:
+    """Static values overlaid with the state's dynamic ones (Python numbers in eager CPU)."""
+    resolved: dict[str, Scalar] = dict(static)
+    for name, t in state_values.items():
+        resolved[name] = host_value(t)
+    return resolved
+
+
+def _is_holder(node: Any) -> bool:
+    return hasattr(node, "_fields") and "hyperparams" in node._fields
+
+
+def _walk(node: Any, fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> Any:
+    if hasattr(node, "_fields"):  # NamedTuple: recurse into every field
+        fields = {f: _walk(getattr(node, f), fn) for f in node._fields}
+        if _is_holder(node):
+            fields["hyperparams"] = fn(node.hyperparams)
+        return type(node)(**fields)
+    if isinstance(node, tuple):
+        return tuple(_walk(child, fn) for child in node)
+    if isinstance(node, list):
+        return [_walk(child, fn) for child in node]
+    if isinstance(node, dict):
+        return {k: _walk(v, fn) for k, v in node.items()}
+    return node
+
+
+def _holders(node: Any) -> list[Any]:
+    found = []
+    if hasattr(node, "_fields"):
+        if _is_holder(node):
+            found.append(node)
+        for f in node._fields:
+            found.extend(_holders(getattr(node, f)))
+    elif isinstance(node, tuple | list):
+        for child in node:
+            found.extend(_holders(child))
+    elif isinstance(node, dict):
+        for child in node.values():
+            found.extend(_holders(child))
+    return found
+
+
+def get_hyperparam(opt_state: Any, name: str) -> torch.Tensor:
+    """The first dynamic hyperparameter ``name`` found in ``opt_state``."""
+    for holder in _holders(opt_state):
+        if name in holder.hyperparams:
+            return holder.hyperparams[name]
+    raise KeyError(
+        f"no dynamic hyperparameter {name!r} in this optimizer state; dynamic ones: "
+        f"{sorted({k for h in _holders(opt_state) for k in h.hyperparams})}"
+    )
+
+
+def set_hyperparam(opt_state: Any, name: str, value: float | torch.Tensor) -> Any:
+    """A new state with every dynamic hyperparameter ``name`` set to ``value``."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"hyperparameter {name!r} must be a scalar, got shape {value.shape}")
+    elif not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"hyperparameter {name!r} must be a number, got {type(value).__name__}")
+    get_hyperparam(opt_state, name)  # raises if absent
+
+    def replace(hp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if name not in hp:
+            return hp
+        old = hp[name]
+        new = (
+            value.detach().reshape(()).to(dtype=old.dtype, device=old.device)
+            if isinstance(value, torch.Tensor)
+            else torch.tensor(float(value), dtype=old.dtype, device=old.device)
+        )
+        return {**hp, name: new}
+
+    return _walk(opt_state, replace)

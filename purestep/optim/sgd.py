@@ -1,0 +1,115 @@
+r"""Stochastic gradient descent, bitwise twin of ``torch.optim.SGD(foreach=False)``.
+
+With gradient :math:`g_t`, momentum :math:`\mu`, dampening :math:`\tau`, weight decay
+:math:`\lambda` and learning rate :math:`\gamma`:
+
+.. math::
+
+    g_t &\leftarrow -g_t \quad\text{if maximize} \\
+    g_t &\leftarrow g_t + \lambda\theta_{t-1} \quad\text{if } \lambda \ne 0 \\
+    b_t &= g_t \;(t = 1), \qquad b_t = \mu b_{t-1} + (1-\tau) g_t \;(t > 1) \\
+    g_t &\leftarrow g_t + \mu b_t \;\text{(nesterov)} \quad\text{or}\quad g_t \leftarrow b_t \\
+    \theta_t &= \theta_{t-1} - \gamma g_t
+
+Same op order as ``torch.optim.sgd._single_tensor_sgd`` (``add(alpha=)`` fused roundings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from purestep.optim import _scalar_ops as ops
+from purestep.optim._validate import as_float, check_grads, params_device, require
+from purestep.optim.base import Optimizer, Params, Updates
+from purestep.optim.hyperparams import hyperparam_tensors, resolve_hyperparams
+
+__all__ = ["SGDState", "sgd"]
+
+
+class SGDState(NamedTuple):
+    """``step``: steps taken (0-d int64); ``momentum_buffer``: torch's state key of that name
+    (empty when momentum is 0); ``hyperparams``: the dynamic hyperparameters."""
+
+    step: torch.Tensor
+    hyperparams: dict[str, torch.Tensor]
+    momentum_buffer: dict[str, torch.Tensor]
+
+
+def sgd(
+    lr: float = 1e-3,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+    dynamic: Sequence[str] = ("lr",),
+) -> Optimizer:
+    """SGD with torch.optim.SGD's names, defaults and validation.
+
+    Args:
+        lr: learning rate :math:`\\gamma` (default 1e-3, as torch).
+        momentum: momentum factor :math:`\\mu`.
+        dampening: dampening :math:`\\tau` for momentum.
+        weight_decay: L2 penalty :math:`\\lambda` added to the gradient.
+        nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
+        maximize: ascend instead of descend.
+        dynamic: hyperparameters kept as tensors in the state (changeable without
+            recompiling); whether momentum/weight decay are *on* is fixed here.
+
+    Returns:
+        An ``Optimizer``; its state is ``SGDState``.
+    """
+    lr = as_float("lr", lr)
+    momentum = as_float("momentum", momentum)
+    dampening = as_float("dampening", dampening)
+    weight_decay = as_float("weight_decay", weight_decay)
+    require(lr >= 0.0, f"Invalid learning rate: {lr}")
+    require(momentum >= 0.0, f"Invalid momentum value: {momentum}")
+    require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    require(
+        not nesterov or (momentum > 0 and dampening == 0),
+        "Nesterov momentum requires a momentum and zero dampening",
+    )
+    static = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay}
+    use_momentum = momentum != 0
+    use_decay = weight_decay != 0
+
+    def init(params: Params) -> SGDState:
+        device = params_device(params)
+        return SGDState(
+            step=torch.zeros((), dtype=torch.int64, device=device),
+            hyperparams=hyperparam_tensors(static, dynamic, device),
+            momentum_buffer=(
+                {k: torch.zeros_like(p) for k, p in params.items()} if use_momentum else {}
+            ),
+        )
+
+    def step(grads: Updates, state: SGDState, params: Params) -> tuple[Params, SGDState]:
+        check_grads(grads, params)
+        hp = resolve_hyperparams(state.hyperparams, static)
+        lr_, mom, damp, wd = hp["lr"], hp["momentum"], hp["dampening"], hp["weight_decay"]
+        first = ops.host_value(state.step) == 0
+        new_params: Params = {}
+        new_bufs: Params = {}
+        for k, p in params.items():
+            g = -grads[k] if maximize else grads[k]
+            if use_decay:
+                g = ops.add(g, p, alpha=wd)
+            if use_momentum:
+                buf = state.momentum_buffer[k]
+                if isinstance(first, torch.Tensor):
+                    buf = torch.where(first, g, ops.add(buf.mul(mom), g, alpha=1 - damp))
+                elif first:
+                    buf = g.clone()
+                else:
+                    buf = ops.add(buf.mul(mom), g, alpha=1 - damp)
+                new_bufs[k] = buf
+                g = ops.add(g, buf, alpha=mom) if nesterov else buf
+            new_params[k] = ops.add(p, g, alpha=-lr_)
+        return new_params, SGDState(state.step + 1, state.hyperparams, new_bufs)
+
+    return Optimizer(init, step)

@@ -1,0 +1,34 @@
+"""Shared test configuration: hypothesis profiles and deterministic torch settings."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+# `make test` runs the "default" profile; `make test-all` sets HYPOTHESIS_PROFILE=all.
+settings.register_profile(
+    "default",
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "all",
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_rng():
+    """Each test starts from the same global RNG and leaves it as it found it."""
+    state = torch.get_rng_state()
+    torch.manual_seed(1234)
+    yield
+    torch.set_rng_state(state)

@@ -1,0 +1,118 @@
+"""Models, data and the imperative reference loop shared by the tests."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import purestep as ps
+
+FULL = os.environ.get("HYPOTHESIS_PROFILE") == "all"
+
+
+def examples(default: int, full: int) -> int:
+    """Hypothesis example count: small in `make test`, larger in `make test-all`."""
+    return full if FULL else default
+
+
+def mlp(
+    seed: int = 0, n_in: int = 10, hidden: int = 16, n_out: int = 4, p: float = 0.2
+) -> nn.Module:
+    """MLP with dropout."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(n_in, hidden), nn.ReLU(), nn.Dropout(p), nn.Linear(hidden, n_out)
+    )
+
+
+def cnn(seed: int = 0, n_out: int = 4) -> nn.Module:
+    """Small CNN with BatchNorm, for 1x6x6 inputs."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, n_out),
+    )
+
+
+MODELS: dict[str, tuple[Callable[[int], nn.Module], tuple[int, ...]]] = {
+    "mlp_dropout": (mlp, (10,)),
+    "cnn_batchnorm": (cnn, (1, 6, 6)),
+}
+
+
+def batches(
+    input_shape: tuple[int, ...], n: int = 8, batch: int = 16, classes: int = 4, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.randn(batch, *input_shape, generator=g),
+            torch.randint(0, classes, (batch,), generator=g),
+        )
+        for _ in range(n)
+    ]
+
+
+def neg_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """A loss to *maximize* (bounded above), so maximize=True runs stay finite."""
+    return -F.cross_entropy(outputs, targets)
+
+
+def tree_equal(a: Any, b: Any) -> bool:
+    return ps.core.pytree.tree_bitwise_equal(a, b)
+
+
+def run_bitwise(
+    model: nn.Module,
+    criterion: Callable[[Any, Any], torch.Tensor],
+    torch_opt: torch.optim.Optimizer,
+    opt: ps.optim.Optimizer,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    seed: int = 0,
+) -> int | None:
+    """Run the imperative loop (over ``model``/``torch_opt``) and the pure step side by side;
+    return the first step where any loss, parameter, buffer or optimizer-state tensor differs
+    bitwise, or None."""
+    from purestep.optim.convert import torch_state_view
+
+    spec_model = copy.deepcopy(model)
+    state = ps.TrainState.create(model, opt, seed=seed)
+    step = ps.make_train_step(spec_model, criterion, opt)
+    key = ps.rng_key(seed)
+    names = {id(p): n for n, p in model.named_parameters()}
+    data = list(data)
+    for t in range(steps):
+        x, y = data[t % len(data)]
+        with ps.rng_scope(key) as scope:
+            torch_opt.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            torch_opt.step()
+        key = scope.key
+        state, metrics = step(state, (x, y))
+        if not torch.equal(loss.detach(), metrics["loss"]):
+            return t
+        for n, p in model.named_parameters():
+            if not torch.equal(p, state.params[n]):
+                return t
+        for n, b in model.named_buffers():
+            if not torch.equal(b, state.buffers[n]):
+                return t
+        view = torch_state_view(state.opt_state)
+        for p, s in torch_opt.state.items():
+            for k, v in s.items():
+                if isinstance(v, torch.Tensor) and k in view[names[id(p)]]:
+                    fun = view[names[id(p)]][k]
+                    if not torch.equal(v.to(fun.dtype) if k == "step" else v, fun):
+                        return t
+    return None
