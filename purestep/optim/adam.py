@@ -27,7 +27,7 @@ import torch
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import as_float, check_grads, params_device, require
 from purestep.optim.base import Optimizer, Params, Updates
-from purestep.optim.hyperparams import hyperparam_tensors, resolve_hyperparams
+from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
 __all__ = ["AdamState", "adam", "adamw"]
 
@@ -51,7 +51,7 @@ def adam(
     *,
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
-    dynamic: Sequence[str] = ("lr",),
+    dynamic: Sequence[str] | str = ("lr",),
 ) -> Optimizer:
     """Adam with torch.optim.Adam's names, defaults and validation.
 
@@ -64,7 +64,8 @@ def adam(
         maximize: ascend instead of descend.
         decoupled_weight_decay: AdamW-style decay (what ``adamw`` sets).
         dynamic: hyperparameters kept as tensors in the state: any of ``lr``, ``beta1``,
-            ``beta2``, ``eps``, ``weight_decay``. Whether weight decay is *on* is fixed here.
+            ``beta2``, ``eps``, ``weight_decay``, or ``"all"``. Whether weight decay is *on*
+            is fixed here.
 
     Returns:
         An ``Optimizer`` whose state is ``AdamState``.
@@ -81,6 +82,7 @@ def adam(
     require(0.0 <= beta2 < 1.0, f"Invalid beta parameter at index 1: {beta2}")
     require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
     static = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
+    dynamic = dynamic_names(dynamic, static)
     use_decay = weight_decay != 0
 
     def init(params: Params) -> AdamState:
@@ -139,7 +141,7 @@ def adamw(
     amsgrad: bool = False,
     *,
     maximize: bool = False,
-    dynamic: Sequence[str] = ("lr",),
+    dynamic: Sequence[str] | str = ("lr",),
 ) -> Optimizer:
     """AdamW: ``adam`` with decoupled weight decay, torch.optim.AdamW's defaults
     (``weight_decay=1e-2``). See ``adam`` for the arguments and the math."""

@@ -94,23 +94,44 @@ def from_torch(torch_optimizer: torch.optim.Optimizer, model: nn.Module) -> Opti
     return factory(**kwargs[0])
 
 
+def _param_fields(holder: Any) -> list[str]:
+    """Per-parameter fields: ``dict[name, Tensor]`` (torch state keys such as ``exp_avg``)."""
+    return [
+        f for f in holder._fields if f != "hyperparams" and isinstance(getattr(holder, f), dict)
+    ]
+
+
+def _scalar_fields(holder: Any) -> list[str]:
+    """Rule-wide 0-d tensor fields (``step``, NAdam's ``mu_product``): every parameter's
+    torch state holds the same value under that key."""
+    return [
+        f
+        for f in holder._fields
+        if isinstance(getattr(holder, f), torch.Tensor) and getattr(holder, f).dim() == 0
+    ]
+
+
+def _owned_names(holder: Any) -> list[str]:
+    names: dict[str, None] = {}
+    for f in _param_fields(holder):
+        names.update(dict.fromkeys(getattr(holder, f)))
+    return list(names)
+
+
 def torch_state_view(opt_state: Any) -> dict[str, dict[str, torch.Tensor]]:
     """``{param_name: {torch_state_key: tensor}}`` read off a functional state.
 
-    The rule's ``step`` count is every one of its parameters' ``step``.
+    Per-parameter fields map one to one; rule-wide scalars (``step`` ...) are repeated for
+    every parameter of the rule, as torch stores them.
     """
     view: dict[str, dict[str, torch.Tensor]] = {}
     for holder in _rule_states(opt_state):
-        names: set[str] = set()
-        for field in holder._fields:
-            value = getattr(holder, field)
-            if field == "hyperparams" or not isinstance(value, dict):
-                continue
-            for k, t in value.items():
-                view.setdefault(k, {})[field] = t
-                names.add(k)
-        for k in names:
-            view[k]["step"] = holder.step
+        for f in _param_fields(holder):
+            for k, t in getattr(holder, f).items():
+                view.setdefault(k, {})[f] = t
+        for k in _owned_names(holder):
+            for f in _scalar_fields(holder):
+                view[k][f] = getattr(holder, f)
     return view
 
 
@@ -122,37 +143,7 @@ def load_torch_state(opt_state: Any, per_param: Mapping[str, Mapping[str, torch.
         if hasattr(node, "_fields"):
             fields = {f: rebuild(getattr(node, f)) for f in node._fields}
             if _is_rule_state(node):
-                steps = [
-                    per_param[k]["step"]
-                    for f in node._fields
-                    if isinstance(getattr(node, f), dict) and f != "hyperparams"
-                    for k in getattr(node, f)
-                    if k in per_param and "step" in per_param[k]
-                ]
-                for f in node._fields:
-                    value = getattr(node, f)
-                    if f == "hyperparams" or not isinstance(value, dict):
-                        continue
-                    fields[f] = {
-                        k: _like(per_param[k][f], t) if k in per_param and f in per_param[k] else t
-                        for k, t in value.items()
-                    }
-                loaded = any(
-                    k in per_param and f in per_param[k]
-                    for f in node._fields
-                    if isinstance(getattr(node, f), dict) and f != "hyperparams"
-                    for k in getattr(node, f)
-                )
-                if loaded and not steps and int(node.step) == 0:
-                    # torch.optim.SGD keeps no step; a momentum buffer means a step was taken.
-                    fields["step"] = torch.ones_like(node.step)
-                if steps:
-                    values = {float(s) for s in steps}
-                    if len(values) != 1:
-                        raise ValueError(f"parameters of one rule have different steps {values}")
-                    fields["step"] = torch.tensor(
-                        int(values.pop()), dtype=node.step.dtype, device=node.step.device
-                    )
+                fields.update(_load_rule(node, per_param))
             return type(node)(**fields)
         if isinstance(node, tuple):
             return tuple(rebuild(c) for c in node)
@@ -163,6 +154,35 @@ def load_torch_state(opt_state: Any, per_param: Mapping[str, Mapping[str, torch.
         return node
 
     return rebuild(opt_state)
+
+
+def _load_rule(holder: Any, per_param: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    loaded = False
+    for f in _param_fields(holder):
+        current = getattr(holder, f)
+        fields[f] = {}
+        for k, t in current.items():
+            if k in per_param and f in per_param[k]:
+                fields[f][k] = _like(per_param[k][f], t)
+                loaded = True
+            else:
+                fields[f][k] = t
+    for f in _scalar_fields(holder):
+        values = {
+            float(per_param[k][f])
+            for k in _owned_names(holder)
+            if k in per_param and f in per_param[k]
+        }
+        if len(values) > 1:
+            raise ValueError(f"parameters of one rule have different {f!r} values {sorted(values)}")
+        old = getattr(holder, f)
+        if values:
+            fields[f] = torch.tensor(values.pop(), dtype=torch.float64).to(old.dtype).to(old.device)
+        elif f == "step" and loaded and int(old) == 0:
+            # torch.optim.SGD keeps no step; a momentum buffer means a step was taken.
+            fields[f] = torch.ones_like(old)
+    return fields
 
 
 def state_for_torch_optimizer(

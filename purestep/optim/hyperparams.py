@@ -16,6 +16,7 @@ import torch
 from purestep.optim._scalar_ops import Scalar, host_value
 
 __all__ = [
+    "dynamic_names",
     "get_hyperparam",
     "hyperparam_tensors",
     "resolve_hyperparams",
@@ -23,10 +24,28 @@ __all__ = [
 ]
 
 
+def dynamic_names(dynamic: Iterable[str] | str, static: Mapping[str, float]) -> tuple[str, ...]:
+    """Validate a rule's ``dynamic=`` argument against its hyperparameters (``"all"``: every
+    one). Called by the rule factories, so a typo fails at construction."""
+    if isinstance(dynamic, str):
+        if dynamic != "all":
+            raise ValueError(f'dynamic must be a sequence of names or "all", got {dynamic!r}')
+        return tuple(static)
+    names = tuple(dynamic)
+    for name in names:
+        if name not in static:
+            raise ValueError(f"unknown hyperparameter {name!r}; this rule has {sorted(static)}")
+    return names
+
+
 def hyperparam_tensors(
-    values: Mapping[str, float], dynamic: Iterable[str], device: torch.device | None
+    values: Mapping[str, float], dynamic: Iterable[str] | str, device: torch.device | None
 ) -> dict[str, torch.Tensor]:
-    """0-d float64 tensors for the names in ``dynamic``."""
+    """0-d float64 tensors for the names in ``dynamic`` (``"all"``: every one of ``values``)."""
+    if isinstance(dynamic, str):
+        if dynamic != "all":
+            raise ValueError(f'dynamic must be a sequence of names or "all", got {dynamic!r}')
+        dynamic = list(values)
     out = {}
     for name in dynamic:
         if name not in values:

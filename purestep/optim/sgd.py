@@ -24,7 +24,7 @@ import torch
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import as_float, check_grads, params_device, require
 from purestep.optim.base import Optimizer, Params, Updates
-from purestep.optim.hyperparams import hyperparam_tensors, resolve_hyperparams
+from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
 __all__ = ["SGDState", "sgd"]
 
@@ -46,7 +46,7 @@ def sgd(
     nesterov: bool = False,
     *,
     maximize: bool = False,
-    dynamic: Sequence[str] = ("lr",),
+    dynamic: Sequence[str] | str = ("lr",),
 ) -> Optimizer:
     """SGD with torch.optim.SGD's names, defaults and validation.
 
@@ -58,7 +58,7 @@ def sgd(
         nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
         maximize: ascend instead of descend.
         dynamic: hyperparameters kept as tensors in the state (changeable without
-            recompiling); whether momentum/weight decay are *on* is fixed here.
+            recompiling), or ``"all"``; whether momentum/weight decay are *on* is fixed here.
 
     Returns:
         An ``Optimizer``; its state is ``SGDState``.
@@ -75,6 +75,7 @@ def sgd(
         "Nesterov momentum requires a momentum and zero dampening",
     )
     static = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay}
+    dynamic = dynamic_names(dynamic, static)
     use_momentum = momentum != 0
     use_decay = weight_decay != 0
 
