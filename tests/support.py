@@ -67,6 +67,15 @@ def neg_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -F.cross_entropy(outputs, targets)
 
 
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``torch.equal``, except that NaNs in the same places count as equal."""
+    if torch.equal(a, b):
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype or not a.is_floating_point():
+        return False
+    return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
+
+
 def tree_equal(a: Any, b: Any) -> bool:
     return ps.core.pytree.tree_bitwise_equal(a, b)
 
@@ -79,10 +88,17 @@ def run_bitwise(
     data: Iterable[tuple[torch.Tensor, torch.Tensor]],
     steps: int,
     seed: int = 0,
+    before_step: Callable[[nn.Module], bool | None] | None = None,
+    torch_scheduler: Any = None,
 ) -> int | None:
     """Run the imperative loop (over ``model``/``torch_opt``) and the pure step side by side;
     return the first step where any loss, parameter, buffer or optimizer-state tensor differs
-    bitwise, or None."""
+    bitwise, or None.
+
+    ``before_step(model)`` runs between ``backward()`` and ``optimizer.step()`` (e.g. gradient
+    clipping); if it returns False the step is skipped. ``torch_scheduler.step()`` runs after
+    every optimizer step.
+    """
     from purestep.optim.convert import torch_state_view
 
     spec_model = copy.deepcopy(model)
@@ -97,22 +113,25 @@ def run_bitwise(
             torch_opt.zero_grad()
             loss = criterion(model(x), y)
             loss.backward()
-            torch_opt.step()
+            if before_step is None or before_step(model) is not False:
+                torch_opt.step()
+            if torch_scheduler is not None:
+                torch_scheduler.step()
         key = scope.key
         state, metrics = step(state, (x, y))
-        if not torch.equal(loss.detach(), metrics["loss"]):
+        if not same_bits(loss.detach(), metrics["loss"]):
             return t
         for n, p in model.named_parameters():
-            if not torch.equal(p, state.params[n]):
+            if not same_bits(p.detach(), state.params[n]):
                 return t
         for n, b in model.named_buffers():
-            if not torch.equal(b, state.buffers[n]):
+            if not same_bits(b, state.buffers[n]):
                 return t
         view = torch_state_view(state.opt_state)
         for p, s in torch_opt.state.items():
             for k, v in s.items():
                 if isinstance(v, torch.Tensor) and k in view[names[id(p)]]:
                     fun = view[names[id(p)]][k]
-                    if not torch.equal(v.to(fun.dtype) if k == "step" else v, fun):
+                    if not same_bits(v.to(fun.dtype) if k == "step" else v, fun):
                         return t
     return None

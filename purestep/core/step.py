@@ -242,17 +242,24 @@ class TrainStep(_Step):
         self._frozen = tuple(k for k in self.spec.params if k not in set(self._trainable))
 
     def _check_opt_state(self, state: TrainState) -> None:
-        meta = {
-            k: torch.empty(self.spec.params[k][0], dtype=self.spec.params[k][1], device="meta")
-            for k in self._trainable
-        }
-        expected = tree_structure(self.optimizer.init(meta))
+        expected = tree_structure(self._reference_opt_state())
         if tree_structure(state.opt_state) != expected:
             raise ValueError(
                 "state.opt_state does not have the structure this optimizer expects for "
                 f"{self.spec.model_name}'s trainable parameters (was the state built with "
                 "another optimizer or model?)"
             )
+
+    def _reference_opt_state(self) -> Any:
+        """``optimizer.init`` over stand-ins of the trainable parameters: meta tensors (no
+        memory), or zeros if the optimizer's init needs real values."""
+        shapes = {k: self.spec.params[k] for k in self._trainable}
+        try:
+            return self.optimizer.init(
+                {k: torch.empty(s, dtype=d, device="meta") for k, (s, d) in shapes.items()}
+            )
+        except (RuntimeError, NotImplementedError):
+            return self.optimizer.init({k: torch.zeros(s, dtype=d) for k, (s, d) in shapes.items()})
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
         self.check_state(state)

@@ -15,8 +15,19 @@ from purestep.optim.base import (
     chain,
     identity,
 )
+from purestep.optim.convert import from_torch, to_torch_state_dict
 from purestep.optim.hyperparams import get_hyperparam, set_hyperparam
+from purestep.optim.partition import masked, multi_transform, param_groups
 from purestep.optim.sgd import SGDState, sgd
+from purestep.optim.transforms import (
+    add_decayed_weights,
+    clip_by_global_norm,
+    clip_by_value,
+    global_norm,
+    scale,
+    trace,
+)
+from purestep.optim.wrappers import apply_if_finite, inject_hyperparams, multi_steps
 
 __all__ = [
     "AdamState",
@@ -26,11 +37,25 @@ __all__ = [
     "SGDState",
     "adam",
     "adamw",
+    "add_decayed_weights",
+    "apply_if_finite",
     "apply_updates",
     "as_optimizer",
     "chain",
+    "clip_by_global_norm",
+    "clip_by_value",
+    "from_torch",
     "get_hyperparam",
+    "global_norm",
     "identity",
+    "inject_hyperparams",
+    "masked",
+    "multi_steps",
+    "multi_transform",
+    "param_groups",
+    "scale",
     "set_hyperparam",
     "sgd",
+    "to_torch_state_dict",
+    "trace",
 ]

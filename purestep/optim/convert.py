@@ -19,7 +19,13 @@ from purestep.optim.adam import adam
 from purestep.optim.base import Optimizer
 from purestep.optim.sgd import sgd
 
-__all__ = ["from_torch", "load_torch_state", "state_for_torch_optimizer", "torch_state_view"]
+__all__ = [
+    "from_torch",
+    "load_torch_state",
+    "state_for_torch_optimizer",
+    "to_torch_state_dict",
+    "torch_state_view",
+]
 
 # torch.optim class name -> (factory, the group keys it reads)
 _RULES: dict[str, tuple[Callable[..., Optimizer], tuple[str, ...]]] = {
@@ -61,37 +67,164 @@ def _check_flags(name: str, group: Mapping[str, Any]) -> None:
         raise ValueError(f"torch.optim.{name}(differentiable=True) is not supported")
 
 
-def from_torch(torch_optimizer: torch.optim.Optimizer, model: nn.Module) -> Optimizer:
-    """The functional rule equal to ``torch_optimizer`` over ``model``'s trainable parameters.
+def _group_names(torch_optimizer: torch.optim.Optimizer, model: nn.Module) -> list[list[str]]:
+    """Trainable parameter names per param group, checked against the model."""
+    kind = type(torch_optimizer).__name__
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen: set[int] = set()
+    out = []
+    for i, group in enumerate(torch_optimizer.param_groups):
+        members = []
+        for p in group["params"]:
+            if id(p) not in names:
+                raise ValueError(
+                    f"param group {i} of the {kind} holds a parameter not in the model"
+                )
+            if id(p) in seen:
+                raise ValueError(f"parameter {names[id(p)]!r} is in more than one param group")
+            seen.add(id(p))
+            if p.requires_grad:
+                members.append(names[id(p)])
+        out.append(members)
+    for n, p in model.named_parameters():
+        if p.requires_grad and id(p) not in seen:
+            raise ValueError(f"trainable parameter {n!r} is in no param group of the {kind}")
+    return out
 
-    Every param group must hold the same hyperparameters (one rule); parameters not in any
-    group must be frozen. Raises ``ValueError`` for an unsupported class or flag.
-    """
+
+def _rule_for(torch_optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> Optimizer:
     name = type(torch_optimizer).__name__
     if name not in _RULES:
         raise ValueError(
             f"from_torch does not support torch.optim.{name}; supported: {sorted(_RULES)}"
         )
+    _check_flags(name, group)
     factory, keys = _RULES[name]
+    return factory(**_group_kwargs(group, keys))
+
+
+def from_torch(
+    torch_optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    scheduler: Any = None,
+    *,
+    schedule_every: int | None = 1,
+) -> Optimizer:
+    """The functional twin of a configured torch optimizer (and lr scheduler).
+
+    Param groups become a ``multi_transform`` (one rule per group, labels ``group0``,
+    ``group1`` ...), each with that group's hyperparameters; a scheduler becomes
+    ``scheduled(..., every=schedule_every)`` with one schedule per group. The returned
+    optimizer's ``init`` yields the state torch is in *now* (a snapshot taken here): its
+    per-parameter state, step counts, current lrs and scheduler position, so training can
+    continue functionally where torch stopped, bitwise.
+
+    Args:
+        torch_optimizer: e.g. ``torch.optim.AdamW(model.parameters(), ...)``; every trainable
+            parameter must be in one of its groups.
+        model: the module the optimizer's parameters belong to (for their names).
+        scheduler: an optional ``torch.optim.lr_scheduler`` scheduler of ``torch_optimizer``.
+        schedule_every: how often the scheduler steps, in optimizer steps (``None``: only
+            through ``schedule_step``, e.g. per epoch or ReduceLROnPlateau).
+
+    Raises:
+        ValueError: an unsupported optimizer class or flag (``fused=True``,
+            ``differentiable=True``), an unsupported scheduler, or parameters that do not
+            match the model.
+    """
+    from purestep.optim.hyperparams import replace_lrs
+    from purestep.optim.partition import multi_transform
+    from purestep.optim.scheduled import ScheduledState, scheduled
+
     groups = torch_optimizer.param_groups
-    for group in groups:
-        _check_flags(name, group)
-    kwargs = [_group_kwargs(g, keys) for g in groups]
-    if any(k != kwargs[0] for k in kwargs[1:]):
-        raise ValueError(
-            f"from_torch: the param groups of this {name} have different hyperparameters "
-            f"{kwargs}; give the functional optimizer explicitly"
+    rules = [_rule_for(torch_optimizer, g) for g in groups]
+    members = _group_names(torch_optimizer, model)
+    if len(rules) == 1:
+        opt = rules[0]
+    else:
+        labels = {n: f"group{i}" for i, names in enumerate(members) for n in names}
+        opt = multi_transform({f"group{i}": r for i, r in enumerate(rules)}, labels)
+    schedule_states = None
+    if scheduler is not None:
+        from purestep.optim.schedules.convert import schedule_from_torch, schedule_state_from_torch
+
+        if getattr(scheduler, "optimizer", None) is not torch_optimizer:
+            raise ValueError("the scheduler does not belong to this torch optimizer")
+        opt = scheduled(opt, schedule_from_torch(scheduler), every=schedule_every)
+        schedule_states = tuple(schedule_state_from_torch(scheduler, i) for i in range(len(groups)))
+
+    snapshot = _torch_state_by_name(torch_optimizer, model)
+    current_lrs = [float(g["lr"]) for g in groups]
+    base = opt
+
+    def init(params: dict[str, torch.Tensor]) -> Any:
+        state = base.init(params)
+        if schedule_states is not None:
+            state = ScheduledState(state.inner, schedule_states, state.steps)
+        state = replace_lrs(
+            state,
+            [torch.tensor(lr, dtype=torch.float64, device=_device(params)) for lr in current_lrs],
         )
+        return load_torch_state(state, snapshot)
+
+    return Optimizer(init, base.step)
+
+
+def _device(params: Mapping[str, torch.Tensor]) -> torch.device | None:
+    return next(iter(params.values())).device if params else None
+
+
+def _torch_state_by_name(
+    torch_optimizer: torch.optim.Optimizer, model: nn.Module
+) -> dict[str, dict[str, torch.Tensor]]:
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    return {
+        by_id[id(p)]: {k: v.detach().clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
+        for p, s in torch_optimizer.state.items()
+        if id(p) in by_id
+    }
+
+
+def to_torch_state_dict(
+    opt_state: Any, torch_optimizer: torch.optim.Optimizer, model: nn.Module
+) -> dict[str, Any]:
+    """A ``state_dict`` for ``torch_optimizer`` (built like the functional one, same groups)
+    holding the functional state: ``torch_optimizer.load_state_dict(...)`` then continues
+    in plain PyTorch. Group lrs are the functional (possibly scheduled) lrs."""
+    from purestep.optim.hyperparams import lr_tensors
+
+    kind = type(torch_optimizer).__name__
+    members = _group_names(torch_optimizer, model)
+    view = torch_state_view(opt_state)
+    steps = {n: int(t) for n, s in view.items() for k, t in s.items() if k == "step"}
+    reference = torch_optimizer.state_dict()
     names = {id(p): n for n, p in model.named_parameters()}
-    in_groups = {id(p) for g in groups for p in g["params"]}
-    for n, p in model.named_parameters():
-        if p.requires_grad and id(p) not in in_groups:
-            raise ValueError(f"trainable parameter {n!r} is in no param group of the {name}")
-    for g in groups:
-        for p in g["params"]:
-            if id(p) not in names:
-                raise ValueError(f"the {name} holds a parameter that is not in the model")
-    return factory(**kwargs[0])
+    flat = [p for g in torch_optimizer.param_groups for p in g["params"]]
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for index, p in enumerate(flat):
+        n = names[id(p)]
+        if n not in view or (kind == "SGD" and steps.get(n, 1) == 0):
+            continue
+        entry = {}
+        for key, t in view[n].items():
+            if key == "step":
+                if kind == "SGD":
+                    continue
+                entry[key] = torch.tensor(float(t), dtype=torch.float32)
+            else:
+                entry[key] = t.detach().clone()
+        state[index] = entry
+    lrs = lr_tensors(opt_state)
+    groups = [dict(g) for g in reference["param_groups"]]
+    if len(lrs) not in (len(groups), len(groups) + 1):
+        raise ValueError(
+            f"the functional state has {len(lrs)} learning rates for {len(groups)} torch param "
+            "groups: build the torch optimizer with the same groups"
+        )
+    for group, lr, names_in_group in zip(groups, lrs, members, strict=False):
+        del names_in_group
+        group["lr"] = float(lr)
+    return {"state": state, "param_groups": groups}
 
 
 def _param_fields(holder: Any) -> list[str]:
@@ -179,9 +312,9 @@ def _load_rule(holder: Any, per_param: Mapping[str, Mapping[str, torch.Tensor]])
         old = getattr(holder, f)
         if values:
             fields[f] = torch.tensor(values.pop(), dtype=torch.float64).to(old.dtype).to(old.device)
-        elif f == "step" and loaded and int(old) == 0:
+        elif f == "step" and loaded:
             # torch.optim.SGD keeps no step; a momentum buffer means a step was taken.
-            fields[f] = torch.ones_like(old)
+            fields[f] = torch.clamp(old, min=1)
     return fields
 
 

@@ -19,6 +19,8 @@ __all__ = [
     "dynamic_names",
     "get_hyperparam",
     "hyperparam_tensors",
+    "lr_tensors",
+    "replace_lrs",
     "resolve_hyperparams",
     "set_hyperparam",
 ]
@@ -69,10 +71,13 @@ def _is_holder(node: Any) -> bool:
 
 
 def _walk(node: Any, fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> Any:
-    if hasattr(node, "_fields"):  # NamedTuple: recurse into every field
-        fields = {f: _walk(getattr(node, f), fn) for f in node._fields}
+    if hasattr(node, "_fields"):  # NamedTuple: the holder itself first, then its fields
+        fields = {}
         if _is_holder(node):
             fields["hyperparams"] = fn(node.hyperparams)
+        for f in node._fields:
+            if f not in fields:
+                fields[f] = _walk(getattr(node, f), fn)
         return type(node)(**fields)
     if isinstance(node, tuple):
         return tuple(_walk(child, fn) for child in node)
@@ -108,6 +113,26 @@ def get_hyperparam(opt_state: Any, name: str) -> torch.Tensor:
         f"no dynamic hyperparameter {name!r} in this optimizer state; dynamic ones: "
         f"{sorted({k for h in _holders(opt_state) for k in h.hyperparams})}"
     )
+
+
+def lr_tensors(opt_state: Any) -> list[torch.Tensor]:
+    """Every dynamic ``lr`` in ``opt_state``, in traversal order (= param-group order)."""
+    return [h.hyperparams["lr"] for h in _holders(opt_state) if "lr" in h.hyperparams]
+
+
+def replace_lrs(opt_state: Any, lrs: list[torch.Tensor]) -> Any:
+    """A new state with the ``lr_tensors`` replaced, in the same order."""
+    pending = list(lrs)
+
+    def replace(hp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "lr" not in hp:
+            return hp
+        return {**hp, "lr": pending.pop(0)}
+
+    new = _walk(opt_state, replace)
+    if pending:
+        raise ValueError(f"{len(lrs)} learning rates given for {len(lrs) - len(pending)} groups")
+    return new
 
 
 def set_hyperparam(opt_state: Any, name: str, value: float | torch.Tensor) -> Any:

@@ -1,0 +1,177 @@
+"""Learning-rate schedules driving a rule's ``lr`` held in its state.
+
+``scheduled(sgd(lr=0.1), schedules.step_lr(step_size=30, gamma=0.1))`` is the optimizer
+plus the torch scheduler: the rule steps with the current lr, then the schedule computes
+the next lr (torch's ``scheduler.step()`` after ``optimizer.step()``) and writes it into
+the state. ``every=1`` steps the schedule with every optimizer step (per batch),
+``every=n`` every n steps (per epoch of n batches), ``every=None`` only when you call
+``schedule_step(opt_state, schedule)`` (per epoch by hand; ``ReduceLROnPlateau`` with the
+metric).
+One schedule per param group, each from that group's own base lr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch.utils._pytree import tree_map
+
+from purestep.optim import _scalar_ops as ops
+from purestep.optim.base import GradientTransformation, Optimizer, Params, Updates, as_optimizer
+from purestep.optim.hyperparams import lr_tensors, replace_lrs
+
+if TYPE_CHECKING:
+    from purestep.optim.schedules import Schedule
+
+__all__ = ["ScheduledState", "schedule_step", "scheduled"]
+
+
+class ScheduledState(NamedTuple):
+    """``inner``: the rule's state (its lr is the scheduled one); ``schedules``: one schedule
+    state per param group; ``steps``: optimizer steps taken."""
+
+    inner: Any
+    schedules: tuple[Any, ...]
+    steps: torch.Tensor
+
+
+def _per_group(schedule: Schedule | Sequence[Schedule], groups: int) -> tuple[Schedule, ...]:
+    from purestep.optim.schedules import Schedule
+
+    if isinstance(schedule, Schedule):
+        return (schedule,) * groups
+    listed = tuple(schedule)
+    if len(listed) != groups or not all(isinstance(s, Schedule) for s in listed):
+        raise ValueError(
+            f"give one Schedule, or one per param group ({groups} groups), got {len(listed)}"
+        )
+    return listed
+
+
+def _advance(
+    schedules: tuple[Schedule, ...],
+    states: tuple[Any, ...],
+    inner: Any,
+    metric: Any,
+) -> tuple[tuple[Any, ...], Any]:
+    lrs = lr_tensors(inner)
+    new_states, new_lrs = [], []
+    for sched, s, lr in zip(schedules, states, lrs, strict=True):
+        s, value = sched.step(s, ops.host_value(lr), metric)
+        new_states.append(s)
+        new_lrs.append(_as_lr_tensor(value, lr))
+    return tuple(new_states), replace_lrs(inner, new_lrs)
+
+
+def _as_lr_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=like.dtype, device=like.device).reshape(())
+    return torch.tensor(float(value), dtype=like.dtype, device=like.device)
+
+
+def scheduled(
+    optimizer: Optimizer | GradientTransformation,
+    schedule: Schedule | Sequence[Schedule],
+    *,
+    every: int | None = 1,
+) -> Optimizer:
+    """``optimizer`` with its learning rate(s) driven by ``schedule``.
+
+    Args:
+        optimizer: a rule whose state holds a dynamic ``lr`` (every purestep rule does by
+            default), or several (param groups: one per group, in group order).
+        schedule: a ``purestep.optim.schedules`` Schedule for all groups, or one per group.
+        every: step the schedule after every ``every`` optimizer steps; ``None``: only on
+            ``schedule_step``.
+
+    Returns:
+        An ``Optimizer`` whose state is ``ScheduledState``.
+    """
+    if isinstance(optimizer, GradientTransformation):
+        optimizer = as_optimizer(optimizer)
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"scheduled wraps an Optimizer, got {type(optimizer).__name__}")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"every must be a positive int or None, got {every!r}")
+    rule = optimizer
+
+    def init(params: Params) -> ScheduledState:
+        inner = rule.init(params)
+        lrs = lr_tensors(inner)
+        if not lrs:
+            raise ValueError("the optimizer's state holds no dynamic 'lr' to schedule")
+        schedules = _per_group(schedule, len(lrs))
+        states, new_lrs = [], []
+        for sched, lr in zip(schedules, lrs, strict=True):
+            base = float(lr)
+            s, value = sched.init(base, base)
+            states.append(s)
+            new_lrs.append(_as_lr_tensor(value, lr))
+        return ScheduledState(
+            replace_lrs(inner, new_lrs),
+            tuple(states),
+            torch.zeros((), dtype=torch.int64, device=lrs[0].device),
+        )
+
+    def step(
+        grads: Updates, state: ScheduledState, params: Params
+    ) -> tuple[Params, ScheduledState]:
+        new_params, inner = rule.step(grads, state.inner, params)
+        steps = state.steps + 1
+        if every is None:
+            return new_params, ScheduledState(inner, state.schedules, steps)
+        schedules = _per_group(schedule, len(state.schedules))
+        due = ops.host_value(steps % every == 0) if every > 1 else True
+        if not isinstance(due, torch.Tensor):
+            if not due:
+                return new_params, ScheduledState(inner, state.schedules, steps)
+            states, inner = _advance(schedules, state.schedules, inner, None)
+            return new_params, ScheduledState(inner, states, steps)
+        states, advanced = _advance(schedules, state.schedules, inner, None)
+        picked = _where(due, (states, advanced), (state.schedules, inner))
+        return new_params, ScheduledState(picked[1], picked[0], steps)
+
+    return Optimizer(init, step)
+
+
+def _where(cond: torch.Tensor, if_true: Any, if_false: Any) -> Any:
+    return tree_map(lambda a, b: torch.where(cond, a, b), if_true, if_false)
+
+
+def schedule_step(
+    opt_state: Any,
+    schedule: Schedule | Sequence[Schedule],
+    metric: float | torch.Tensor | None = None,
+) -> Any:
+    """Advance the schedules in ``opt_state`` by one ``scheduler.step()`` (``step(metric)``
+    for ``ReduceLROnPlateau``) and write the new lrs; returns the new state (pure).
+
+    ``schedule`` is the one given to ``scheduled`` (the state holds only tensors, not the
+    functions), e.g. per epoch: ``opt_state = schedule_step(opt_state, plateau, val_loss)``.
+    """
+    found = []
+
+    def visit(node: Any) -> Any:
+        if isinstance(node, ScheduledState):
+            found.append(node)
+            inner = visit(node.inner)
+            states, inner = _advance(
+                _per_group(schedule, len(node.schedules)), node.schedules, inner, metric
+            )
+            return ScheduledState(inner, states, node.steps)
+        if hasattr(node, "_fields"):
+            return type(node)(**{f: visit(getattr(node, f)) for f in node._fields})
+        if isinstance(node, tuple):
+            return tuple(visit(c) for c in node)
+        if isinstance(node, list):
+            return [visit(c) for c in node]
+        if isinstance(node, dict):
+            return {k: visit(v) for k, v in node.items()}
+        return node
+
+    new_state = visit(opt_state)
+    if not found:
+        raise ValueError("schedule_step: this optimizer state has no scheduled() part")
+    return new_state
