@@ -1,12 +1,13 @@
-"""The ``purestep`` command."""
+"""The ``purestep`` command: ``demo`` and ``parity`` (train, evaluate, bench, sweep next)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -14,6 +15,66 @@ def _demo(args: argparse.Namespace) -> int:
 
     result = demo_main(epochs=args.epochs, compile=args.compile, parity_steps=args.parity_steps)
     return 0 if result.get("parity_ok", 1.0) == 1.0 else 1
+
+
+def _parity(args: argparse.Namespace) -> int:
+    """Exit 0 on parity, 1 on divergence, 2 on a bad config."""
+    import dataclasses
+
+    from purestep.models import build_model
+    from purestep.parity import compare
+    from purestep.train.config import (
+        ConfigError,
+        build_batches,
+        build_criterion,
+        build_torch_optimizer,
+        build_torch_scheduler,
+        load_config,
+    )
+
+    try:
+        cfg = load_config(args.config)
+        parity = cfg.parity
+        if args.steps is not None:
+            if args.steps <= 0:
+                raise ConfigError(f"--steps: must be > 0, got {args.steps}")
+            parity = dataclasses.replace(parity, steps=args.steps)
+        if args.mode is not None:
+            parity = dataclasses.replace(parity, mode=args.mode)
+        batches = build_batches(cfg.data)
+        criterion = build_criterion(cfg.loss)
+        build_model(cfg.model.name, **cfg.model.kwargs)  # fail early on a bad model section
+        per_epoch = cfg.scheduler is not None and cfg.scheduler.every == "epoch"
+        report = compare(
+            model=lambda: build_model(cfg.model.name, **cfg.model.kwargs),
+            criterion=criterion,
+            torch_optimizer=lambda model: build_torch_optimizer(cfg.optimizer, model),
+            batches=batches,
+            steps=parity.steps,
+            mode=parity.mode,
+            rtol=parity.rtol,
+            atol=parity.atol,
+            forcing=parity.forcing,
+            scheduler=(lambda opt: build_torch_scheduler(cfg.scheduler, opt))
+            if cfg.scheduler
+            else None,
+            scheduler_every=max(1, len(batches) // cfg.train.accumulation_steps)
+            if per_epoch
+            else 1,
+            clip_grad_norm=cfg.train.clip_grad_norm,
+            accumulation_steps=cfg.train.accumulation_steps,
+            compile=args.compile,
+            seed=cfg.train.seed,
+            device=cfg.train.device,
+        )
+    except (ConfigError, ValueError, TypeError) as err:
+        print(f"purestep parity: {err}", file=sys.stderr)
+        return 2
+    print(report.to_markdown(limit=args.rows))
+    if args.json:
+        Path(args.json).write_text(report.to_json())
+        print(f"report written to {args.json}")
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     demo.add_argument("--parity-steps", type=int, default=100)
     demo.set_defaults(func=_demo)
+
+    parity = sub.add_parser(
+        "parity", help="compare the pure step with the imperative torch loop, step by step"
+    )
+    parity.add_argument(
+        "--config", required=True, help="YAML run config (model, data, loss, optimizer, scheduler)"
+    )
+    parity.add_argument("--steps", type=int, default=None, help="override parity.steps")
+    parity.add_argument(
+        "--mode", choices=["bitwise", "close"], default=None, help="override parity.mode"
+    )
+    parity.add_argument("--json", default=None, help="also write the full report as JSON here")
+    parity.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="compile the functional side",
+    )
+    parity.add_argument("--rows", type=int, default=12, help="table rows to print")
+    parity.set_defaults(func=_parity)
     return parser
 
 

@@ -24,6 +24,12 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# The tests use tiny models, where one thread is fastest, and CI machines may run other
+# jobs: with 2+ threads per process, OpenMP's spin-waiting slows everything down many
+# times over. Parity checks compare both sides in the same process, so the thread count
+# cannot change a verdict.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _restore_global_rng():

@@ -62,8 +62,14 @@ class _Step:
         *,
         loss_fn: LossFn | None,
         metrics_fn: MetricsFn | None,
+        autocast: torch.dtype | None = None,
     ) -> None:
         self.spec = ModelSpec.of(model)
+        if autocast is not None and not isinstance(autocast, torch.dtype):
+            raise TypeError(
+                f"autocast must be a torch.dtype such as torch.bfloat16, got {autocast!r}"
+            )
+        self.autocast = autocast
         if (criterion is None) == (loss_fn is None):
             raise TypeError("give exactly one of criterion=(outputs, targets) -> loss or loss_fn=")
         if criterion is not None and not callable(criterion):
@@ -152,6 +158,19 @@ class _Step:
         rng: torch.Tensor,
     ) -> tuple[torch.Tensor, Metrics, dict[str, torch.Tensor], Any, Any]:
         """Loss, aux metrics, new buffers, outputs and targets (the last two for metrics_fn)."""
+        if self.autocast is None:
+            return self._forward_loss_impl(params, buffers, batch, rng)
+        device_type = next(iter(params.values())).device.type if params else "cpu"
+        with torch.autocast(device_type=device_type, dtype=self.autocast):
+            return self._forward_loss_impl(params, buffers, batch, rng)
+
+    def _forward_loss_impl(
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
+        batch: Any,
+        rng: torch.Tensor,
+    ) -> tuple[torch.Tensor, Metrics, dict[str, torch.Tensor], Any, Any]:
         if self.loss_fn is None:
             *inputs, targets = batch
             new_buffers = {k: b.clone() for k, b in buffers.items()}
@@ -224,6 +243,7 @@ class TrainStep(_Step):
         metrics_fn: MetricsFn | None = None,
         return_grads: bool = False,
         grad_engine: str = "auto",
+        autocast: torch.dtype | None = None,
     ) -> None:
         if grad_engine not in GRAD_ENGINES:
             raise ValueError(f"grad_engine must be one of {GRAD_ENGINES}, got {grad_engine!r}")
@@ -235,7 +255,9 @@ class TrainStep(_Step):
                 "optimizer must be a purestep.optim Optimizer or GradientTransformation "
                 f"(e.g. ps.optim.adam(lr=1e-3)), got {type(optimizer).__name__}"
             )
-        super().__init__(model, criterion, loss_fn=loss_fn, metrics_fn=metrics_fn)
+        super().__init__(
+            model, criterion, loss_fn=loss_fn, metrics_fn=metrics_fn, autocast=autocast
+        )
         self.optimizer = optimizer
         self.return_grads = return_grads
         self._trainable = self.spec.trainable
@@ -358,6 +380,7 @@ def make_train_step(
     metrics_fn: MetricsFn | None = None,
     return_grads: bool = False,
     grad_engine: str = "auto",
+    autocast: torch.dtype | None = None,
 ) -> TrainStep:
     """The pure training step for ``model``.
 
@@ -375,6 +398,8 @@ def make_train_step(
             (bitwise the gradients of ``loss.backward()``), ``torch.func.grad_and_value``
             when compiled or vmapped; ``"func"``: always ``grad_and_value``; ``"autograd"``:
             always the autograd engine (not compilable with ``fullgraph``).
+        autocast: run forward and loss under ``torch.autocast`` with this dtype (e.g.
+            ``torch.bfloat16``; the update stays in the parameters' dtype).
 
     Returns:
         ``train_step(state, batch) -> (state, metrics)``; ``metrics["loss"]`` is a 0-d tensor.
@@ -387,6 +412,7 @@ def make_train_step(
         metrics_fn=metrics_fn,
         return_grads=return_grads,
         grad_engine=grad_engine,
+        autocast=autocast,
     )
 
 
@@ -396,7 +422,8 @@ def make_eval_step(
     *,
     loss_fn: LossFn | None = None,
     metrics_fn: MetricsFn | None = None,
+    autocast: torch.dtype | None = None,
 ) -> EvalStep:
     """The pure evaluation step: ``eval_step(state, batch) -> metrics``, model in eval mode,
     no gradient. Arguments as for ``make_train_step``."""
-    return EvalStep(model, criterion, loss_fn=loss_fn, metrics_fn=metrics_fn)
+    return EvalStep(model, criterion, loss_fn=loss_fn, metrics_fn=metrics_fn, autocast=autocast)

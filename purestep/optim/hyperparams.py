@@ -122,6 +122,9 @@ def lr_tensors(opt_state: Any) -> list[torch.Tensor]:
 
 def replace_lrs(opt_state: Any, lrs: list[torch.Tensor]) -> Any:
     """A new state with the ``lr_tensors`` replaced, in the same order."""
+    have = len(lr_tensors(opt_state))
+    if have != len(lrs):
+        raise ValueError(f"{len(lrs)} learning rates given for {have} param groups")
     pending = list(lrs)
 
     def replace(hp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -129,10 +132,7 @@ def replace_lrs(opt_state: Any, lrs: list[torch.Tensor]) -> Any:
             return hp
         return {**hp, "lr": pending.pop(0)}
 
-    new = _walk(opt_state, replace)
-    if pending:
-        raise ValueError(f"{len(lrs)} learning rates given for {len(lrs) - len(pending)} groups")
-    return new
+    return _walk(opt_state, replace)
 
 
 def set_hyperparam(opt_state: Any, name: str, value: float | torch.Tensor) -> Any:

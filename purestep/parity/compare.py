@@ -3,7 +3,11 @@
 Reference side, every step (what every PyTorch tutorial writes)::
 
     optimizer.zero_grad(); loss = criterion(model(*inputs), targets); loss.backward()
-    optimizer.step()
+    clip_grad_norm_(...)         # if clip_grad_norm
+    optimizer.step(); scheduler.step()
+
+(with ``accumulation_steps=k``: the loss is divided by k, ``backward()`` runs every
+micro-batch and the rest every k-th.)
 
 Functional side: ``state, metrics = train_step(state, batch)``. Both start from the same
 weights and the same random key (the reference loop runs with torch's generator set from
@@ -14,6 +18,7 @@ compared, bitwise or within a tolerance.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import itertools
@@ -28,11 +33,14 @@ from purestep.core.module import ModelSpec
 from purestep.core.rng import rng_key, rng_scope
 from purestep.core.state import TrainState
 from purestep.core.step import make_train_step
-from purestep.optim.base import Optimizer
+from purestep.optim.base import Optimizer, chain
 from purestep.optim.convert import from_torch, state_for_torch_optimizer, torch_state_view
+from purestep.optim.hyperparams import lr_tensors, replace_lrs
+from purestep.optim.transforms import clip_by_global_norm
+from purestep.optim.wrappers import MultiStepsState, multi_steps
 from purestep.parity.report import Divergence, ParityReport, StepRecord, ulp_distance
 
-__all__ = ["assert_parity", "compare"]
+__all__ = ["assert_parity", "compare", "compare_compiled"]
 
 MODES = ("bitwise", "close")
 FORCINGS = ("free", "teacher")
@@ -151,6 +159,11 @@ def compare(
     rtol: float = 1e-5,
     atol: float = 1e-7,
     forcing: str = "free",
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+    scheduler_every: int = 1,
+    clip_grad_norm: float | None = None,
+    accumulation_steps: int = 1,
+    autocast: torch.dtype | None = None,
     optimizer: Optimizer | None = None,
     compile: bool = False,
     seed: int = 0,
@@ -160,16 +173,25 @@ def compare(
 
     Args:
         model: a factory returning identical fresh models, or a model (deep-copied).
-        criterion: ``(outputs, targets) -> loss``; batches are ``(inputs..., targets)``.
+        criterion: ``(outputs, targets) -> loss``; batches are ``(inputs..., targets)``. For
+            models returning dicts or tuples, the criterion picks the output.
         torch_optimizer: ``lambda params: torch.optim.X(params, ...)``; a factory whose
             first parameter is named ``model`` receives the model (for param groups).
         batches: any iterable of batches (a DataLoader works); re-iterated if shorter.
-        steps: number of training steps to compare (> 0).
+        steps: number of training steps (micro-batches) to compare (> 0).
         mode: ``"bitwise"`` (``==`` on every element) or ``"close"`` (``rtol``/``atol``).
         forcing: ``"free"``: both sides run on their own (errors accumulate);
             ``"teacher"``: after each step the functional side is reset to the reference,
             so each step's own error is measured.
-        optimizer: the functional rule to test; default ``from_torch`` of the torch one.
+        scheduler: ``lambda opt: torch.optim.lr_scheduler.X(opt, ...)``, stepped after every
+            ``scheduler_every`` optimizer steps on the reference side (1: per batch; the
+            number of batches in an epoch: per epoch); the functional side schedules its twin.
+        clip_grad_norm: clip the global gradient norm to this value before each step.
+        accumulation_steps: micro-batches per optimizer step (gradient accumulation).
+        autocast: run forward and loss under ``torch.autocast`` with this dtype on both
+            sides (e.g. ``torch.bfloat16``; use ``mode="close"``).
+        optimizer: the functional rule to test; default ``from_torch`` of the torch one
+            (clipping and accumulation are added around it either way).
         compile: compile the functional step with ``purestep.compile``.
         seed: the random seed of both sides.
         device: run both sides there (default: where the model is).
@@ -177,36 +199,41 @@ def compare(
     Returns:
         A ``ParityReport``; ``report.ok`` is the verdict.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if forcing not in FORCINGS:
-        raise ValueError(f"forcing must be one of {FORCINGS}, got {forcing!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if rtol < 0 or atol < 0:
-        raise ValueError(f"rtol and atol must be >= 0, got rtol={rtol}, atol={atol}")
+    _check_args(mode, forcing, steps, rtol, atol)
+    if (
+        isinstance(accumulation_steps, bool)
+        or not isinstance(accumulation_steps, int)
+        or accumulation_steps < 1
+    ):
+        raise ValueError(f"accumulation_steps must be an int >= 1, got {accumulation_steps!r}")
+    if (
+        isinstance(scheduler_every, bool)
+        or not isinstance(scheduler_every, int)
+        or scheduler_every < 1
+    ):
+        raise ValueError(f"scheduler_every must be an int >= 1, got {scheduler_every!r}")
+    if clip_grad_norm is not None and not clip_grad_norm >= 0:
+        raise ValueError(f"clip_grad_norm must be >= 0, got {clip_grad_norm!r}")
+    k = accumulation_steps
 
-    ref_model = _make_model(model)
-    fun_model = _make_model(model)
-    ref_spec, fun_spec = ModelSpec.of(ref_model), ModelSpec.of(fun_model)
-    if ref_spec != fun_spec:
-        raise ValueError(
-            "the model factory built two models with different parameters or buffers: "
-            f"{sorted(set(ref_spec.params) ^ set(fun_spec.params)) or 'shapes/dtypes differ'}"
-        )
-    if device is not None:
-        ref_model.to(device)
-    dev = next(iter(ref_model.parameters())).device if ref_spec.params else torch.device("cpu")
-    ref_model.train()
-
+    ref_model, fun_model, dev = _two_models(model, device)
     torch_opt = _make_torch_optimizer(torch_optimizer, ref_model)
-    fun_opt = optimizer if optimizer is not None else from_torch(torch_opt, ref_model)
+    torch_sched = scheduler(torch_opt) if scheduler is not None else None
+    if optimizer is not None:
+        fun_opt = optimizer
+    else:
+        fun_opt = from_torch(torch_opt, ref_model, torch_sched, schedule_every=scheduler_every)
+    if clip_grad_norm is not None:
+        fun_opt = chain(clip_by_global_norm(clip_grad_norm), fun_opt)
+    if k > 1:
+        fun_opt = multi_steps(fun_opt, k)
+
+    def scaled(outputs: Any, targets: Any) -> torch.Tensor:
+        loss = criterion(outputs, targets)
+        return loss / k if k > 1 else loss
+
     state = TrainState.create(ref_model, fun_opt, seed=seed)
-    if torch_opt.state:
-        state = state._replace(
-            opt_state=state_for_torch_optimizer(state.opt_state, torch_opt, ref_model)
-        )
-    step_fn = make_train_step(fun_model, criterion, fun_opt, return_grads=True)
+    step_fn = make_train_step(fun_model, scaled, fun_opt, return_grads=True, autocast=autocast)
     if compile:
         step_fn = compile_step(step_fn)
     ref_key = rng_key(seed, dev)
@@ -214,34 +241,63 @@ def compare(
 
     report = ParityReport(mode=mode, forcing=forcing, rtol=rtol, atol=atol, steps_requested=steps)
     report.info = {
-        "model": ref_spec.model_name,
+        "model": ModelSpec.of(ref_model).model_name,
         "torch_optimizer": type(torch_opt).__name__,
+        "scheduler": type(torch_sched).__name__ if torch_sched is not None else None,
+        "scheduler_every": scheduler_every,
+        "clip_grad_norm": clip_grad_norm,
+        "accumulation_steps": k,
+        "autocast": str(autocast) if autocast is not None else None,
         "compiled": compile,
         "device": str(dev),
         "seed": seed,
         "torch": torch.__version__,
     }
+    fun_acc: dict[str, torch.Tensor] = {}
+    optimizer_steps = 0
     for t, batch in enumerate(_batches(batches, steps)):
         batch = _to_device(batch, dev)
         if not isinstance(batch, tuple | list) or len(batch) < 2:
             raise ValueError(f"each batch must be (inputs..., targets), got {type(batch).__name__}")
         *inputs, targets = batch
+        first, last = t % k == 0, (t + 1) % k == 0
         with rng_scope(ref_key, dev) as scope:
-            torch_opt.zero_grad(set_to_none=True)
-            loss = criterion(ref_model(*inputs), targets)
+            if first:
+                torch_opt.zero_grad(set_to_none=True)
+            context = (
+                torch.autocast(dev.type, dtype=autocast)
+                if autocast is not None
+                else contextlib.nullcontext()
+            )
+            with context:
+                loss = scaled(ref_model(*inputs), targets)
             loss.backward()
-            torch_opt.step()
+            grads_before_step = {
+                n: p.grad.detach().clone()
+                for n, p in ref_model.named_parameters()
+                if p.grad is not None
+            }
+            if last:
+                if clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(ref_model.parameters(), clip_grad_norm)
+                torch_opt.step()
+                optimizer_steps += 1
+                if torch_sched is not None and optimizer_steps % scheduler_every == 0:
+                    torch_sched.step()
         ref_key = scope.key
         state, metrics = step_fn(state, batch)
+        fun_acc = (
+            dict(metrics["grads"])
+            if first
+            else {n: fun_acc[n] + g for n, g in metrics["grads"].items()}
+        )
 
         cmp = _Comparator(mode, rtol, atol, t)
         cmp("loss", "", loss.detach(), metrics["loss"])
         for n, b in ref_model.named_buffers():
             cmp("buffers", n, b, state.buffers[n])
-        for n, p in ref_model.named_parameters():
-            if n in metrics["grads"]:
-                ref_grad = p.grad if p.grad is not None else torch.zeros_like(p)
-                cmp("grads", n, ref_grad, metrics["grads"][n])
+        for n, g in fun_acc.items():
+            cmp("grads", n, grads_before_step.get(n, torch.zeros_like(g)), g)
         fun_view = torch_state_view(state.opt_state)
         for param, param_state in torch_opt.state.items():
             owner = names.get(id(param))
@@ -269,20 +325,154 @@ def compare(
         if cmp.divergence is not None and report.first_divergence is None:
             report.first_divergence = cmp.divergence
         if forcing == "teacher":
-            state = _resync(state, ref_model, torch_opt, ref_key)
+            state = _resync(state, ref_model, torch_opt, torch_sched, ref_key, last)
+            fun_acc = {n: grads_before_step.get(n, torch.zeros_like(g)) for n, g in fun_acc.items()}
     if report.steps < steps:
         report.notes.append(f"batches ran out after {report.steps} of {steps} steps")
     return report
 
 
+def _check_args(mode: str, forcing: str, steps: Any, rtol: float, atol: float) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if forcing not in FORCINGS:
+        raise ValueError(f"forcing must be one of {FORCINGS}, got {forcing!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if rtol < 0 or atol < 0:
+        raise ValueError(f"rtol and atol must be >= 0, got rtol={rtol}, atol={atol}")
+
+
+def _two_models(
+    model: nn.Module | Callable[[], nn.Module], device: str | torch.device | None
+) -> tuple[nn.Module, nn.Module, torch.device]:
+    """Reference model, structure model, device; the factory must build identical models."""
+    ref_model = _make_model(model)
+    fun_model = _make_model(model)
+    ref_spec, fun_spec = ModelSpec.of(ref_model), ModelSpec.of(fun_model)
+    if ref_spec != fun_spec:
+        raise ValueError(
+            "the model factory built two models with different parameters or buffers: "
+            f"{sorted(set(ref_spec.params) ^ set(fun_spec.params)) or 'shapes/dtypes differ'}"
+        )
+    if device is not None:
+        ref_model.to(device)
+    dev = next(iter(ref_model.parameters())).device if ref_spec.params else torch.device("cpu")
+    ref_model.train()
+    return ref_model, fun_model, dev
+
+
 def _resync(
-    state: TrainState, ref_model: nn.Module, torch_opt: torch.optim.Optimizer, key: torch.Tensor
+    state: TrainState,
+    ref_model: nn.Module,
+    torch_opt: torch.optim.Optimizer,
+    torch_sched: Any,
+    key: torch.Tensor,
+    cycle_done: bool,
 ) -> TrainState:
-    """The functional state reset to the reference's (teacher forcing)."""
+    """The functional state reset to the reference's (teacher forcing): weights, buffers,
+    per-parameter optimizer state, group lrs, scheduler position, accumulated gradients."""
+    from purestep.optim.scheduled import ScheduledState
+
     params = {n: p.detach().clone() for n, p in ref_model.named_parameters()}
     buffers = {n: b.detach().clone() for n, b in ref_model.named_buffers()}
     opt_state = state_for_torch_optimizer(state.opt_state, torch_opt, ref_model)
+    lrs = [torch.tensor(float(g["lr"]), dtype=torch.float64) for g in torch_opt.param_groups]
+    grads = {
+        n: p.grad.detach().clone() for n, p in ref_model.named_parameters() if p.grad is not None
+    }
+
+    def visit(node: Any) -> Any:
+        if isinstance(node, MultiStepsState):
+            acc = {
+                n: torch.zeros_like(a) if cycle_done else grads.get(n, torch.zeros_like(a))
+                for n, a in node.acc_grads.items()
+            }
+            return MultiStepsState(node.mini_step, acc, visit(node.inner))
+        if isinstance(node, ScheduledState) and torch_sched is not None:
+            from purestep.optim.schedules.convert import schedule_state_from_torch
+
+            states = tuple(
+                schedule_state_from_torch(torch_sched, i) for i in range(len(node.schedules))
+            )
+            return ScheduledState(visit(node.inner), states, node.steps)
+        if hasattr(node, "_fields"):
+            return type(node)(**{f: visit(getattr(node, f)) for f in node._fields})
+        if isinstance(node, tuple):
+            return tuple(visit(c) for c in node)
+        return node
+
+    opt_state = visit(opt_state)
+    current = lr_tensors(opt_state)
+    if len(current) == len(lrs):  # else an explicit optimizer with its own group layout
+        opt_state = replace_lrs(opt_state, [lr.to(current[0].device) for lr in lrs])
     return state._replace(params=params, buffers=buffers, opt_state=opt_state, rng=key.clone())
+
+
+def compare_compiled(
+    model: nn.Module | Callable[[], nn.Module],
+    criterion: Callable[[Any, Any], torch.Tensor],
+    optimizer: Optimizer,
+    batches: Iterable[Any],
+    steps: int = 50,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> ParityReport:
+    """The compiled pure step against the eager one, teacher-forced: each step both start
+    from the eager state, so the report's per-step maxima are the compiled step's own
+    tolerance ("reference" = eager, "functional" = compiled). ``report.info
+    ["observed_tolerance"]`` holds the largest absolute difference per category."""
+    _check_args("close", "teacher", steps, rtol, atol)
+    ref_model, _, dev = _two_models(model, device)
+    eager = make_train_step(ref_model, criterion, optimizer, return_grads=True)
+    compiled = compile_step(make_train_step(ref_model, criterion, optimizer, return_grads=True))
+    state = TrainState.create(ref_model, optimizer, seed=seed)
+    report = ParityReport(
+        mode="close", forcing="teacher", rtol=rtol, atol=atol, steps_requested=steps
+    )
+    report.info = {
+        "model": ModelSpec.of(ref_model).model_name,
+        "compiled": True,
+        "device": str(dev),
+    }
+    for t, batch in enumerate(_batches(batches, steps)):
+        batch = _to_device(batch, dev)
+        e_state, e_m = eager(state, batch)
+        c_state, c_m = compiled(state, batch)
+        cmp = _Comparator("close", rtol, atol, t)
+        cmp("loss", "", e_m["loss"], c_m["loss"])
+        for n, b in e_state.buffers.items():
+            cmp("buffers", n, b, c_state.buffers[n])
+        for n, g in e_m["grads"].items():
+            cmp("grads", n, g, c_m["grads"][n])
+        e_view, c_view = torch_state_view(e_state.opt_state), torch_state_view(c_state.opt_state)
+        for n, entries in e_view.items():
+            for key, value in entries.items():
+                cmp("opt_state", f"{n}.{key}", value, c_view[n][key])
+        for n, p in e_state.params.items():
+            cmp("params", n, p, c_state.params[n])
+        if not torch.equal(e_state.rng, c_state.rng):
+            cmp._diverge("rng", "", (), float("nan"), float("nan"), -1)
+        report.records.append(
+            StepRecord(
+                t,
+                float(e_m["loss"]),
+                float(c_m["loss"]),
+                cmp.max_abs,
+                cmp.max_rel,
+                cmp.divergence is None,
+            )
+        )
+        if cmp.divergence is not None and report.first_divergence is None:
+            report.first_divergence = cmp.divergence
+        state = e_state
+    report.info["observed_tolerance"] = {
+        c: report.max_abs(c) for c in ("loss", "buffers", "grads", "opt_state", "params")
+    }
+    return report
 
 
 def assert_parity(*args: Any, **kwargs: Any) -> ParityReport:
