@@ -18,6 +18,9 @@ from purestep.core import (
     make_train_step,
     rng_key,
     rng_scope,
+    stack_states,
+    unstack_state,
+    vmap,
 )
 
 __version__ = "0.1.0"
@@ -37,4 +40,7 @@ __all__ = [
     "parity",
     "rng_key",
     "rng_scope",
+    "stack_states",
+    "unstack_state",
+    "vmap",
 ]

@@ -1,4 +1,4 @@
-"""The ``purestep`` command: ``demo`` and ``parity`` (train, evaluate, bench, sweep next)."""
+"""The ``purestep`` command: ``demo``, ``parity`` and ``bench`` (train, evaluate, sweep next)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,31 @@ def _parity(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from purestep.bench import run_benchmarks, to_markdown
+
+    try:
+        result = run_benchmarks(
+            args.workloads,
+            args.device,
+            quick=args.quick,
+            variants=args.variants.split(",") if args.variants else None,
+            steps=args.steps,
+            repeats=args.repeats,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+    except ValueError as err:
+        print(f"purestep bench: {err}", file=sys.stderr)
+        return 2
+    print(to_markdown(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2))
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="purestep", description="The PyTorch training step as a pure function."
@@ -107,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parity.add_argument("--rows", type=int, default=12, help="table rows to print")
     parity.set_defaults(func=_parity)
+
+    bench = sub.add_parser("bench", help="time the step variants side by side and report ratios")
+    bench.add_argument(
+        "--workloads",
+        default=None,
+        help="comma-separated, e.g. W1,W2 (default: all for the device)",
+    )
+    bench.add_argument("--device", default="cpu", help="cpu or cuda")
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="W1 only (unless --workloads), fewer steps: < 3 min on 2 CPU cores",
+    )
+    bench.add_argument(
+        "--variants", default=None, help="comma-separated variant names (default: all)"
+    )
+    bench.add_argument("--steps", type=int, default=None, help="timed calls per repeat")
+    bench.add_argument("--repeats", type=int, default=None, help="repeats (the median is reported)")
+    bench.add_argument("--json", default=None, help="also write the results as JSON here")
+    bench.set_defaults(func=_bench)
     return parser
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MODELS", "TinyLM", "build_model", "cnn", "mlp", "residual_mlp", "resnet8", "tiny_lm"]
+__all__ = ["MODELS", "TinyLM", "build_model", "cnn", "layernorm_mlp", "mlp", "resnet8", "tiny_lm"]
 
 
 def _seeded(seed: int | None) -> None:
@@ -45,7 +45,7 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-def residual_mlp(
+def layernorm_mlp(
     width: int = 128,
     depth: int = 24,
     in_features: int | None = None,
@@ -204,7 +204,7 @@ def tiny_lm(
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
-    "residual_mlp": residual_mlp,
+    "layernorm_mlp": layernorm_mlp,
     "cnn": cnn,
     "resnet8": resnet8,
     "tiny_lm": tiny_lm,

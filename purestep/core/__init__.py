@@ -11,12 +11,14 @@ from purestep.core.module import ModelSpec, load_state_into, make_skeleton
 from purestep.core.rng import convert_key, rng_key, rng_scope
 from purestep.core.state import TrainState
 from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
+from purestep.core.vmap import VmappedStep, stack_states, unstack_state, vmap
 
 __all__ = [
     "EvalStep",
     "ModelSpec",
     "TrainState",
     "TrainStep",
+    "VmappedStep",
     "accuracy",
     "binary_accuracy",
     "binary_classification_metrics",
@@ -29,4 +31,7 @@ __all__ = [
     "make_train_step",
     "rng_key",
     "rng_scope",
+    "stack_states",
+    "unstack_state",
+    "vmap",
 ]

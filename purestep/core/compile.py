@@ -8,10 +8,11 @@ from typing import Any, TypeVar
 import torch
 
 from purestep.core.step import EvalStep, TrainStep
+from purestep.core.vmap import VmappedStep
 
 __all__ = ["compile"]
 
-StepT = TypeVar("StepT", TrainStep, EvalStep)
+StepT = TypeVar("StepT", TrainStep, EvalStep, VmappedStep)
 
 
 def compile(
@@ -42,9 +43,9 @@ def compile(
     Random ops use inductor's ``fallback_random`` so that a compiled step draws exactly the
     dropout masks the eager step draws from the same key.
     """
-    if not isinstance(step, TrainStep | EvalStep):
+    if not isinstance(step, TrainStep | EvalStep | VmappedStep):
         raise TypeError(
-            "purestep.compile takes a step from make_train_step/make_eval_step, got "
+            "purestep.compile takes a step from make_train_step/make_eval_step/vmap, got "
             f"{type(step).__name__}; use torch.compile for other functions"
         )
     if step.compiled:
@@ -53,19 +54,28 @@ def compile(
     if cudagraphs:
         inductor_options["triton.cudagraphs"] = True
     inductor_options.update(options or {})
-    # Dynamo caches compiled graphs per code object; every TrainStep shares `_pure`'s code,
-    # so give each compiled step its own copy to keep steps from evicting each other
-    # (cache_size_limit) or counting as recompiles of one another.
-    pure = type(step)._pure
-    fresh = types.FunctionType(
-        pure.__code__.replace(),
-        pure.__globals__,
-        pure.__name__,
-        pure.__defaults__,
-        pure.__closure__,
-    )
-    bound = types.MethodType(fresh, step)
     kwargs: dict[str, Any] = {"fullgraph": True, "dynamic": dynamic, "backend": backend}
     if backend == "inductor":
         kwargs["options"] = inductor_options
-    return step._with_impl(torch.compile(bound, **kwargs))
+    return step._with_impl(torch.compile(_own_code(step._pure), **kwargs))
+
+
+def _own_code(fn: Any) -> Any:
+    """``fn`` behind a function with a code object of its own.
+
+    Dynamo caches compiled graphs per code object; every step shares ``_pure``'s code (and
+    every vmapped step torch.func.vmap's wrapper's), so each compiled step gets its own
+    copy, to keep steps from evicting each other (cache_size_limit) or counting as
+    recompiles of one another.
+    """
+
+    def call(state: Any, batch: Any) -> Any:
+        return fn(state, batch)
+
+    return types.FunctionType(
+        call.__code__.replace(),
+        call.__globals__,
+        call.__name__,
+        call.__defaults__,
+        call.__closure__,
+    )

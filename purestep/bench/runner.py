@@ -1,0 +1,287 @@
+"""Time every variant of every workload in one process, side by side, and report ratios."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch._dynamo.utils import counters
+
+from purestep.bench.variants import VARIANTS, K, Unavailable, Variant
+from purestep.bench.workloads import Workload, get_workloads
+
+__all__ = ["TARGETS", "BenchResult", "Measurement", "run_benchmarks"]
+
+
+@dataclass
+class Measurement:
+    workload: str
+    variant: str
+    ms_per_step: float | None = None  # per training step (a K-model call counts K steps)
+    ms_per_call: float | None = None
+    compile_s: float | None = None
+    recompiles: int | None = None
+    peak_mem_mb: float | None = None
+    first_loss: float | None = None
+    status: str = "ok"
+
+
+@dataclass
+class BenchResult:
+    device: str
+    info: dict[str, Any]
+    measurements: list[Measurement] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, workload: str, variant: str) -> Measurement | None:
+        for m in self.measurements:
+            if m.workload == workload and m.variant == variant and m.status == "ok":
+                return m
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "info": self.info,
+            "measurements": [asdict(m) for m in self.measurements],
+            "targets": self.targets,
+        }
+
+
+# (description, workload, faster variant, slower variant, threshold); ratio = slower / faster
+# per call, i.e. how many times faster the first is.
+TARGETS: list[tuple[str, str, str, str, float]] = [
+    (
+        "compiled functional vs eager imperative",
+        "W1",
+        "functional compiled",
+        "imperative eager",
+        2.0,
+    ),
+    (
+        "compiled functional vs eager imperative",
+        "W3",
+        "functional compiled",
+        "imperative eager",
+        1.5,
+    ),
+    (
+        "compiled functional vs compiled imperative",
+        "W1",
+        "functional compiled",
+        "imperative compiled",
+        1.2,
+    ),
+    (
+        "compiled functional vs compiled imperative",
+        "W2",
+        "functional compiled",
+        "imperative compiled",
+        1.2,
+    ),
+    (
+        "compiled functional vs compiled imperative",
+        "W3",
+        "functional compiled",
+        "imperative compiled",
+        1.2,
+    ),
+    ("eager functional vs eager imperative", "W1", "functional eager", "imperative eager", 0.9),
+    (
+        "compiled functional vs JAX + optax jit (time <= 1.1x)",
+        "W1",
+        "functional compiled",
+        "JAX + optax jit",
+        1 / 1.1,
+    ),
+    (
+        "compiled functional vs JAX + optax jit (time <= 1.1x)",
+        "W2",
+        "functional compiled",
+        "JAX + optax jit",
+        1 / 1.1,
+    ),
+    (
+        f"vmap K={K} compiled sweep vs {K} sequential compiled",
+        "W1",
+        f"vmap K={K} sweep compiled",
+        f"{K} sequential compiled",
+        3.0,
+    ),
+    (
+        f"vmap K={K} compiled sweep vs {K} sequential compiled",
+        "W2",
+        f"vmap K={K} sweep compiled",
+        f"{K} sequential compiled",
+        3.0,
+    ),
+    (
+        "CUDA-graph functional vs eager imperative",
+        "W1",
+        "functional + CUDA graphs",
+        "imperative eager",
+        4.0,
+    ),
+    (
+        "CUDA-graph functional vs eager imperative",
+        "W2",
+        "functional + CUDA graphs",
+        "imperative eager",
+        4.0,
+    ),
+    (
+        "CUDA-graph functional vs eager imperative",
+        "W5",
+        "functional + CUDA graphs",
+        "imperative eager",
+        1.3,
+    ),
+]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in KiB on Linux: the process's RSS high-water mark so far.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(
+    variant: Variant, device: torch.device, *, warmup: int, steps: int, repeats: int
+) -> tuple[float, float, float, int, float]:
+    """(ms per call, first-call seconds, loss of the first call (before any update), graphs
+    compiled after warm-up, peak MB)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    variant.step()
+    _sync(device)
+    first = time.perf_counter() - start
+    first_loss = variant.loss()
+    for _ in range(max(warmup - 1, 0)):
+        variant.step()
+    _sync(device)
+    counters.clear()
+    samples = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            variant.step()
+        _sync(device)
+        samples.append((time.perf_counter() - start) / steps * 1e3)
+    recompiles = int(counters["stats"].get("unique_graphs", 0))
+    return statistics.median(samples), first, first_loss, recompiles, _peak_mb(device)
+
+
+def run_benchmarks(
+    workloads: str | None = None,
+    device: str = "cpu",
+    *,
+    quick: bool = False,
+    variants: Sequence[str] | None = None,
+    steps: int | None = None,
+    repeats: int | None = None,
+    log: Callable[[str], None] = print,
+) -> BenchResult:
+    """Run the benchmark; ``quick``: W1 only (unless named), fewer steps."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if workloads is None and quick:
+        workloads = "W1"
+    chosen: list[Workload] = get_workloads(workloads, dev)
+    names = list(variants) if variants is not None else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    steps = steps or (20 if quick else 100)
+    repeats = repeats or (3 if quick else 5)
+    result = BenchResult(device=_device_line(dev), info=_versions(dev, steps, repeats))
+    for workload in chosen:
+        for name in names:
+            m = Measurement(workload.name, name)
+            result.measurements.append(m)
+            try:
+                variant = VARIANTS[name](workload, dev)
+                ms, first, first_loss, recompiles, peak = measure(
+                    variant, dev, warmup=3 if variant.compiled else 2, steps=steps, repeats=repeats
+                )
+            except Unavailable as why:
+                m.status = f"n/a: {why}"
+                log(f"{workload.name} {name}: {m.status}")
+                continue
+            except Exception as err:  # a failing peer or variant is reported, not fatal
+                m.status = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+                log(f"{workload.name} {name}: {m.status}")
+                continue
+            m.ms_per_call = ms
+            m.ms_per_step = ms / variant.steps_per_call
+            m.compile_s = first if variant.compiled else None
+            m.recompiles = recompiles if variant.compiled else None
+            m.peak_mem_mb = peak
+            m.first_loss = first_loss
+            log(f"{workload.name} {name}: {m.ms_per_step:.3f} ms/step")
+    result.targets = _targets(result)
+    return result
+
+
+def _targets(result: BenchResult) -> list[dict[str, Any]]:
+    out = []
+    for description, workload, fast, slow, threshold in TARGETS:
+        a, b = result.get(workload, fast), result.get(workload, slow)
+        if a is None or b is None or a.ms_per_call is None or b.ms_per_call is None:
+            continue
+        ratio = b.ms_per_call / a.ms_per_call
+        out.append(
+            {
+                "target": description,
+                "workload": workload,
+                "ratio": ratio,
+                "threshold": threshold,
+                "met": ratio >= threshold,
+            }
+        )
+    return out
+
+
+def _device_line(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (CUDA {torch.version.cuda})"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def _versions(dev: torch.device, steps: int, repeats: int) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "device": str(dev),
+        "steps_per_repeat": steps,
+        "repeats": repeats,
+        "timing": "median over repeats of the mean ms per call; sweeps divide by K",
+    }
+    try:
+        import jax
+
+        info["jax"] = jax.__version__
+    except ImportError:
+        info["jax"] = None
+    try:
+        import torchopt
+
+        info["torchopt"] = torchopt.__version__
+    except ImportError:
+        info["torchopt"] = None
+    return info

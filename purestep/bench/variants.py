@@ -1,0 +1,256 @@
+"""The ways of running one training step (forward, loss, backward, Adam update) that the
+benchmark compares. Each ``make_*`` returns a ``Variant``: ``step()`` runs one training
+step, ``loss()`` reads the last loss (to check that variants agree numerically)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+import purestep as ps
+from purestep.bench.workloads import Workload
+
+__all__ = ["VARIANTS", "Unavailable", "Variant"]
+
+LR = 1e-3
+K = 8  # models in a vmapped sweep
+
+
+class Unavailable(Exception):
+    """A variant that cannot run here (no GPU, peer not installed); reported, not raised."""
+
+
+@dataclass
+class Variant:
+    name: str
+    step: Callable[[], Any]
+    loss: Callable[[], float]
+    steps_per_call: int = 1  # training steps one call performs (K for sweeps)
+    compiled: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _autocast(workload: Workload, device: torch.device) -> Any:
+    if workload.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def imperative(workload: Workload, device: torch.device, compiled: bool = False) -> Variant:
+    """The textbook loop; compiled: ``torch.compile(model)`` and a compiled ``opt.step``
+    with a tensor lr (torch's recommended recipe)."""
+    model = workload.build().to(device)
+    x, y = workload.batch(device)
+    lr: Any = torch.tensor(LR, device=device) if compiled else LR
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    forward: Callable[..., Any] = torch.compile(model) if compiled else model
+    opt_step: Callable[[], Any] = torch.compile(opt.step, fullgraph=False) if compiled else opt.step
+    last: list[torch.Tensor] = []
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with _autocast(workload, device):
+            loss = workload.criterion(forward(x), y)
+        loss.backward()
+        opt_step()
+        last[:] = [loss.detach()]
+
+    return Variant(
+        "imperative compiled" if compiled else "imperative eager",
+        step,
+        lambda: float(last[0]),
+        compiled=compiled,
+    )
+
+
+def functional(
+    workload: Workload, device: torch.device, compiled: bool = False, cudagraphs: bool = False
+) -> Variant:
+    """The pure step, eager or ``purestep.compile``d (optionally with CUDA graphs)."""
+    if cudagraphs and device.type != "cuda":
+        raise Unavailable("CUDA graphs need a CUDA device")
+    model = workload.build().to(device)
+    batch = workload.batch(device)
+    opt = ps.optim.adam(lr=LR)
+    autocast = torch.bfloat16 if workload.amp and device.type == "cuda" else None
+    train_step = ps.make_train_step(model, workload.criterion, opt, autocast=autocast)
+    if compiled:
+        train_step = ps.compile(train_step, cudagraphs=cudagraphs)
+    holder: list[Any] = [ps.TrainState.create(model, opt, seed=0), None]
+
+    def step() -> None:
+        holder[0], holder[1] = train_step(holder[0], batch)
+
+    name = (
+        "functional + CUDA graphs"
+        if cudagraphs
+        else ("functional compiled" if compiled else "functional eager")
+    )
+    return Variant(name, step, lambda: float(holder[1]["loss"]), compiled=compiled)
+
+
+def sweep(workload: Workload, device: torch.device, compiled: bool = False) -> Variant:
+    """K models (different learning rates) trained by one vmapped pure step."""
+    model = workload.build().to(device)
+    batch = workload.batch(device)
+    opt = ps.optim.adam(lr=LR)
+    states = [
+        ps.TrainState.create(model, opt, seed=i)._replace(
+            opt_state=ps.optim.set_hyperparam(
+                ps.TrainState.create(model, opt).opt_state, "lr", LR * (1 + i / K)
+            )
+        )
+        for i in range(K)
+    ]
+    vstep = ps.vmap(ps.make_train_step(model, workload.criterion, opt))
+    if compiled:
+        vstep = ps.compile(vstep)
+    holder: list[Any] = [ps.stack_states(states), None]
+
+    def step() -> None:
+        holder[0], holder[1] = vstep(holder[0], batch)
+
+    name = f"vmap K={K} sweep " + ("compiled" if compiled else "eager")
+    return Variant(
+        name, step, lambda: float(holder[1]["loss"][0]), steps_per_call=K, compiled=compiled
+    )
+
+
+def sequential(workload: Workload, device: torch.device, compiled: bool = False) -> Variant:
+    """K separate pure steps, one after the other (what the sweep replaces)."""
+    model = workload.build().to(device)
+    batch = workload.batch(device)
+    opt = ps.optim.adam(lr=LR)
+    train_step = ps.make_train_step(model, workload.criterion, opt)
+    if compiled:
+        train_step = ps.compile(train_step)
+    states = [
+        ps.TrainState.create(model, opt, seed=i)._replace(
+            opt_state=ps.optim.set_hyperparam(
+                ps.TrainState.create(model, opt).opt_state, "lr", LR * (1 + i / K)
+            )
+        )
+        for i in range(K)
+    ]
+    last: list[Any] = [None]
+
+    def step() -> None:
+        for i in range(K):
+            states[i], last[0] = train_step(states[i], batch)
+
+    name = f"{K} sequential " + ("compiled" if compiled else "eager")
+    return Variant(name, step, lambda: float(last[0]["loss"]), steps_per_call=K, compiled=compiled)
+
+
+def torchopt_functional(workload: Workload, device: torch.device) -> Variant:
+    """torchopt's functional Adam with torch.func gradients (peer)."""
+    try:
+        import torchopt
+    except ImportError as err:
+        raise Unavailable("torchopt is not installed (pip install 'purestep[bench]')") from err
+    from torch.func import functional_call, grad_and_value
+
+    model = workload.build().to(device)
+    x, y = workload.batch(device)
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    opt = torchopt.adam(lr=LR)
+    holder: list[Any] = [params, opt.init(params), None]
+    skeleton = copy.deepcopy(model)
+
+    def loss_fn(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return workload.criterion(functional_call(skeleton, (p, buffers), (x,)), y)
+
+    def step() -> None:
+        grads, loss = grad_and_value(loss_fn)(holder[0])
+        updates, holder[1] = opt.update(grads, holder[1], inplace=False)
+        holder[0] = torchopt.apply_updates(holder[0], updates, inplace=False)
+        holder[2] = loss
+
+    return Variant("torchopt functional Adam", step, lambda: float(holder[2]))
+
+
+def jax_optax(workload: Workload, device: torch.device) -> Variant:
+    """The same net and batch as a ``jax.jit``-compiled JAX + optax step (peer, JAX's CPU)."""
+    if workload.jax_spec is None:
+        raise Unavailable(f"no JAX twin for {workload.name}")
+    try:
+        import jax
+        import jax.numpy as jnp
+        import optax
+    except ImportError as err:
+        raise Unavailable("jax/optax are not installed (pip install 'purestep[bench]')") from err
+    model = workload.build()
+    x, y = workload.batch(torch.device("cpu"))
+    params = [
+        (jnp.asarray(m.weight.detach().numpy().T), jnp.asarray(m.bias.detach().numpy()))
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+    ]
+    norms = [
+        (jnp.asarray(m.weight.detach().numpy()), jnp.asarray(m.bias.detach().numpy()))
+        for m in model.modules()
+        if isinstance(m, nn.LayerNorm)
+    ]
+    spec = workload.jax_spec
+    xj, yj = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
+
+    def forward(p: Any, inputs: Any) -> Any:
+        linears, lns = p
+        h = inputs
+        if spec["kind"] == "mlp":
+            for w, b in linears[:-1]:
+                h = jax.nn.relu(h @ w + b)
+        else:
+            for (w, b), (g, beta) in zip(linears[:-1], lns, strict=True):
+                h = h @ w + b
+                mean = h.mean(-1, keepdims=True)
+                var = ((h - mean) ** 2).mean(-1, keepdims=True)
+                h = jax.nn.gelu((h - mean) / jnp.sqrt(var + 1e-5) * g + beta, approximate=False)
+        w, b = linears[-1]
+        return h @ w + b
+
+    def loss_fn(p: Any) -> Any:
+        logits = forward(p, xj)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yj).mean()
+
+    tx = optax.adam(LR)
+
+    @jax.jit
+    def train(p: Any, s: Any) -> Any:
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    p0 = (params, norms)
+    holder: list[Any] = [p0, tx.init(p0), None]
+
+    def step() -> None:
+        holder[0], holder[1], holder[2] = train(holder[0], holder[1])
+        holder[2].block_until_ready()
+
+    return Variant(
+        f"JAX {jax.__version__} + optax jit", step, lambda: float(holder[2]), compiled=True
+    )
+
+
+VARIANTS: dict[str, Callable[[Workload, torch.device], Variant]] = {
+    "imperative eager": lambda w, d: imperative(w, d),
+    "imperative compiled": lambda w, d: imperative(w, d, compiled=True),
+    "functional eager": lambda w, d: functional(w, d),
+    "functional compiled": lambda w, d: functional(w, d, compiled=True),
+    "functional + CUDA graphs": lambda w, d: functional(w, d, compiled=True, cudagraphs=True),
+    f"vmap K={K} sweep eager": lambda w, d: sweep(w, d),
+    f"{K} sequential eager": lambda w, d: sequential(w, d),
+    f"vmap K={K} sweep compiled": lambda w, d: sweep(w, d, compiled=True),
+    f"{K} sequential compiled": lambda w, d: sequential(w, d, compiled=True),
+    "torchopt functional Adam": torchopt_functional,
+    "JAX + optax jit": jax_optax,
+}

@@ -1,0 +1,114 @@
+"""Many models in one step: ``torch.func.vmap`` over stacked states.
+
+``stack_states([s1, ..., sK])`` stacks every leaf along a new leading axis;
+``vmap(train_step)`` returns a step over that stacked state: K models (different seeds,
+different learning rates in ``opt_state``, ...) trained in lockstep by one call, and
+``purestep.compile`` compiles it as a single graph. ``unstack_state`` splits the result.
+
+Randomness: the device generator is set from the first model's key and the vmapped call
+draws *different* random numbers for each model (``randomness="different"``); afterwards
+every model's key is the advanced generator state. A sweep is therefore reproducible from
+its stacked state, but model i's dropout masks depend on the sweep it is part of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_map
+
+from purestep.core.rng import rng_scope
+from purestep.core.state import TrainState
+from purestep.core.step import EvalStep, TrainStep
+
+__all__ = ["VmappedStep", "stack_states", "unstack_state", "vmap"]
+
+
+def stack_states(states: Sequence[TrainState]) -> TrainState:
+    """One state whose every leaf has a leading axis of ``len(states)``."""
+    if not states:
+        raise ValueError("stack_states needs at least one state")
+    for i, s in enumerate(states):
+        if not isinstance(s, TrainState):
+            raise TypeError(f"states[{i}] is a {type(s).__name__}, not a TrainState")
+    try:
+        return tree_map(lambda *leaves: torch.stack(leaves), *states)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"the states differ in structure or shapes: {err}") from err
+
+
+def unstack_state(state: TrainState) -> list[TrainState]:
+    """The K states of a stacked state."""
+    k = state.step.shape[0]
+    return [tree_map(lambda t, i=i: t[i], state) for i in range(k)]
+
+
+class VmappedStep:
+    """A train or eval step over a stacked state; see ``vmap``."""
+
+    def __init__(self, step: TrainStep | EvalStep, batch_axis: int | None) -> None:
+        if not isinstance(step, TrainStep | EvalStep):
+            raise TypeError(
+                f"vmap takes a step from make_train_step/make_eval_step, got {type(step).__name__}"
+            )
+        if step.compiled:
+            raise ValueError("vmap the eager step, then purestep.compile the vmapped one")
+        self.step = step
+        self.batch_axis = batch_axis
+        self.compiled = False
+        self._training = isinstance(step, TrainStep)
+        self._impl = torch.func.vmap(step._pure, in_dims=(0, batch_axis), randomness="different")
+
+    @property
+    def _pure(self) -> Any:
+        return self._impl
+
+    def __call__(self, state: TrainState, batch: Any) -> Any:
+        if not isinstance(state, TrainState):
+            raise TypeError(
+                f"state must be a stacked purestep.TrainState, got {type(state).__name__}"
+            )
+        if state.step.dim() != 1:
+            raise ValueError(
+                f"a vmapped step takes a stacked state (state.step of shape (K,)), got shape "
+                f"{tuple(state.step.shape)}: use purestep.core.stack_states"
+            )
+        k = state.step.shape[0]
+        first = tree_map(lambda t: t[0], state)
+        self.step.check_state(first)
+        sample = (
+            batch
+            if self.batch_axis is None
+            else tree_map(lambda t: t.select(self.batch_axis, 0), batch)
+        )
+        self.step.check_batch(sample, first)
+        with rng_scope(state.rng[0], first.device) as scope:
+            out: Any = self._impl(state, batch)
+        if not self._training:
+            return out
+        new_state, metrics = out
+        return new_state._replace(rng=scope.key.expand(k, -1).clone()), metrics
+
+    def _with_impl(self, impl: Any) -> VmappedStep:
+        twin = object.__new__(VmappedStep)
+        twin.__dict__.update(self.__dict__)
+        twin._impl = impl
+        twin.compiled = True
+        return twin
+
+
+def vmap(step: TrainStep | EvalStep, *, batch_axis: int | None = None) -> VmappedStep:
+    """The step over K stacked models.
+
+    Args:
+        step: an eager step from ``make_train_step``/``make_eval_step``.
+        batch_axis: ``None``: every model sees the same batch; an int: the batch has a
+            model axis there (each model its own batch).
+
+    Returns:
+        ``vstep(stacked_state, batch) -> (stacked_state, stacked_metrics)`` (train) or
+        ``stacked_metrics`` (eval); ``purestep.compile(vstep)`` compiles it.
+    """
+    return VmappedStep(step, batch_axis)
