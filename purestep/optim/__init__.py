@@ -5,6 +5,7 @@
 (``GradientTransformation``, ``Optimizer``) and ``chain``.
 """
 
+from purestep.optim import schedules
 from purestep.optim.adam import AdamState, adam, adamw
 from purestep.optim.base import (
     EmptyState,
@@ -18,6 +19,8 @@ from purestep.optim.base import (
 from purestep.optim.convert import from_torch, to_torch_state_dict
 from purestep.optim.hyperparams import get_hyperparam, set_hyperparam
 from purestep.optim.partition import masked, multi_transform, param_groups
+from purestep.optim.scheduled import ScheduledState, schedule_step, scheduled
+from purestep.optim.schedules import Schedule
 from purestep.optim.sgd import SGDState, sgd
 from purestep.optim.transforms import (
     add_decayed_weights,
@@ -35,6 +38,8 @@ __all__ = [
     "GradientTransformation",
     "Optimizer",
     "SGDState",
+    "Schedule",
+    "ScheduledState",
     "adam",
     "adamw",
     "add_decayed_weights",
@@ -54,6 +59,9 @@ __all__ = [
     "multi_transform",
     "param_groups",
     "scale",
+    "schedule_step",
+    "scheduled",
+    "schedules",
     "set_hyperparam",
     "sgd",
     "to_torch_state_dict",
