@@ -6,7 +6,10 @@
 """
 
 from purestep.optim import schedules
+from purestep.optim.adadelta import AdadeltaState, adadelta
+from purestep.optim.adagrad import AdagradState, adagrad
 from purestep.optim.adam import AdamState, adam, adamw
+from purestep.optim.adamax import AdamaxState, adamax
 from purestep.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -18,7 +21,10 @@ from purestep.optim.base import (
 )
 from purestep.optim.convert import from_torch, to_torch_state_dict
 from purestep.optim.hyperparams import get_hyperparam, set_hyperparam
+from purestep.optim.nadam import NAdamState, nadam
 from purestep.optim.partition import masked, multi_transform, param_groups
+from purestep.optim.radam import RAdamState, radam
+from purestep.optim.rmsprop import RMSpropState, rmsprop
 from purestep.optim.scheduled import ScheduledState, schedule_step, scheduled
 from purestep.optim.schedules import Schedule
 from purestep.optim.sgd import SGDState, sgd
@@ -33,14 +39,23 @@ from purestep.optim.transforms import (
 from purestep.optim.wrappers import apply_if_finite, inject_hyperparams, multi_steps
 
 __all__ = [
+    "AdadeltaState",
+    "AdagradState",
     "AdamState",
+    "AdamaxState",
     "EmptyState",
     "GradientTransformation",
+    "NAdamState",
     "Optimizer",
+    "RAdamState",
+    "RMSpropState",
     "SGDState",
     "Schedule",
     "ScheduledState",
+    "adadelta",
+    "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "add_decayed_weights",
     "apply_if_finite",
@@ -57,7 +72,10 @@ __all__ = [
     "masked",
     "multi_steps",
     "multi_transform",
+    "nadam",
     "param_groups",
+    "radam",
+    "rmsprop",
     "scale",
     "schedule_step",
     "scheduled",

@@ -15,7 +15,7 @@ import torch
 
 Scalar = float | int | torch.Tensor
 
-__all__ = ["Scalar", "add", "addcdiv", "addcmul", "host_value", "lerp", "pow_", "sqrt"]
+__all__ = ["Scalar", "add", "addcdiv", "addcmul", "float64", "host_value", "lerp", "pow_", "sqrt"]
 
 
 def host_value(t: torch.Tensor) -> Scalar:
@@ -30,9 +30,16 @@ def host_value(t: torch.Tensor) -> Scalar:
 
 
 def add(x: torch.Tensor, y: torch.Tensor, alpha: Scalar = 1) -> torch.Tensor:
-    """``x + alpha * y`` (one fused rounding for a Python ``alpha``, like ``add_(alpha=)``)."""
+    """``x + alpha * y`` (one fused rounding for a Python ``alpha``, like ``add_(alpha=)``).
+
+    Never ``add(alpha=)`` under ``torch.compile``: inductor's post-grad pattern rewrites
+    ``add(mm(a, b), y, alpha=c)`` into ``addmm(y, a, b)`` and drops ``c`` (torch 2.13),
+    which would corrupt weight decay on a gradient straight out of a matmul backward.
+    """
     if isinstance(alpha, torch.Tensor):
         return x + alpha.to(x.dtype) * y
+    if torch.compiler.is_compiling():
+        return x + alpha * y
     return torch.add(x, y, alpha=alpha)
 
 
@@ -74,3 +81,14 @@ def sqrt(x: Scalar) -> Scalar:
     if isinstance(x, torch.Tensor):
         return torch.sqrt(x)
     return x**0.5
+
+
+def float64(x: Scalar) -> Scalar:
+    """A Python number unchanged; a tensor as float64.
+
+    For step counts in tensor arithmetic: an int64 step times a Python float would round
+    to the default float32 dtype, where torch.optim computes in Python (double) floats.
+    """
+    if isinstance(x, torch.Tensor):
+        return x.to(torch.float64)
+    return x

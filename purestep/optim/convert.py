@@ -15,8 +15,14 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from purestep.optim.adadelta import adadelta
+from purestep.optim.adagrad import adagrad
 from purestep.optim.adam import adam
+from purestep.optim.adamax import adamax
 from purestep.optim.base import Optimizer
+from purestep.optim.nadam import nadam
+from purestep.optim.radam import radam
+from purestep.optim.rmsprop import rmsprop
 from purestep.optim.sgd import sgd
 
 __all__ = [
@@ -38,6 +44,29 @@ _RULES: dict[str, tuple[Callable[..., Optimizer], tuple[str, ...]]] = {
         adam,
         ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"),
     ),
+    "RMSprop": (
+        rmsprop,
+        ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
+    ),
+    "Adagrad": (
+        adagrad,
+        ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize"),
+    ),
+    "Adamax": (adamax, ("lr", "betas", "eps", "weight_decay", "maximize")),
+    "NAdam": (
+        nadam,
+        (
+            "lr",
+            "betas",
+            "eps",
+            "weight_decay",
+            "momentum_decay",
+            "decoupled_weight_decay",
+            "maximize",
+        ),
+    ),
+    "RAdam": (radam, ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "maximize")),
+    "Adadelta": (adadelta, ("lr", "rho", "eps", "weight_decay", "maximize")),
 }
 
 

@@ -112,3 +112,18 @@ def test_compiled_eval_step():
     torch.testing.assert_close(got, expected, **TOL)
     with pytest.raises(ValueError, match="already compiled"):
         ps.compile(compiled)
+
+
+def test_weight_decay_survives_inductors_addmm_rewrite():
+    """torch 2.13's inductor rewrites add(mm(a, b), y, alpha=c) to addmm(y, a, b), dropping c;
+    the rules must not hand it that pattern (weight decay on a Linear weight's gradient,
+    no other use of the gradient: return_grads=False, static lr)."""
+    model = mlp(p=0.0)
+    opt = ps.optim.sgd(lr=0.1, weight_decay=0.5, dynamic=())
+    eager = ps.make_train_step(model, F.cross_entropy, opt)
+    compiled = ps.compile(eager)
+    state = ps.TrainState.create(model, opt)
+    batch = batches((10,), n=1)[0]
+    e_state, _ = eager(state, batch)
+    c_state, _ = compiled(state, batch)
+    torch.testing.assert_close(c_state.params, e_state.params, **TOL)

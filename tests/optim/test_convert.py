@@ -28,6 +28,18 @@ TORCH_FACTORIES = {
         m.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, foreach=False
     ),
     "adam": lambda m: torch.optim.Adam(m.parameters(), lr=5e-3, betas=(0.8, 0.99), foreach=False),
+    "rmsprop-centered-momentum": lambda m: torch.optim.RMSprop(
+        m.parameters(), lr=1e-3, momentum=0.5, centered=True, weight_decay=1e-3, foreach=False
+    ),
+    "adagrad": lambda m: torch.optim.Adagrad(
+        m.parameters(), lr=1e-2, lr_decay=1e-3, initial_accumulator_value=0.1, foreach=False
+    ),
+    "adamax": lambda m: torch.optim.Adamax(m.parameters(), lr=2e-3, foreach=False),
+    "nadam-decoupled": lambda m: torch.optim.NAdam(
+        m.parameters(), lr=2e-3, weight_decay=1e-2, decoupled_weight_decay=True, foreach=False
+    ),
+    "radam": lambda m: torch.optim.RAdam(m.parameters(), lr=2e-3, weight_decay=1e-3, foreach=False),
+    "adadelta": lambda m: torch.optim.Adadelta(m.parameters(), lr=0.5, foreach=False),
 }
 
 

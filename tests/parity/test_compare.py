@@ -150,9 +150,9 @@ def test_dataloader_batches():
         ({"model": 3}, TypeError, "model must be an nn.Module or a factory"),
         ({"torch_optimizer": lambda p: None}, TypeError, "not a torch.optim.Optimizer"),
         (
-            {"torch_optimizer": lambda p: torch.optim.RMSprop(p)},
+            {"torch_optimizer": lambda p: torch.optim.Rprop(p)},
             ValueError,
-            "does not support torch.optim.RMSprop",
+            "does not support torch.optim.Rprop",
         ),
         ({"torch_optimizer": lambda p: torch.optim.Adam(p, fused=True)}, ValueError, "fused=True"),
     ],
