@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip
 # Tests run warm caches off the repo and in parallel-safe temp dirs.
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo test test-all lint bench bench-quick bench-pytest clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,21 @@ test: $(STAMP)
 # Everything, compile-heavy and long parity runs included.
 test-all: $(STAMP)
 	$(PYTEST) -q
+
+# Benchmarks need the peers (JAX + optax, torchopt): the `bench` extra.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/purestep bench --json bench.json
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/purestep bench --quick
+
+bench-pytest: $(BENCH_STAMP)
+	$(PYTEST) benchmarks --benchmark-only
 
 lint: $(STAMP)
 	$(BIN)/ruff check purestep tests benchmarks examples

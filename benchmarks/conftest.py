@@ -1,0 +1,1 @@
+"""pytest-benchmark suite: `make bench-pytest` (the timed counterpart of tests/bench)."""
