@@ -20,7 +20,9 @@ def to_markdown(result: BenchResult) -> str:
     lines = [
         f"Device: {result.device}; torch {info['torch']}, Python {info['python']}"
         + (f"; peers: {peers}" if peers else ""),
-        f"Timing: {info['timing']} ({info['repeats']} repeats x {info['steps_per_repeat']} calls).",
+        f"Timing: {info['timing']} ({info['repeats']} rounds x {info['steps_per_repeat']} calls).",
+        "Memory: CUDA: each variant's peak allocated; CPU: the process's RSS high-water mark "
+        "after building that variant (cumulative, in run order).",
         "",
     ]
     for workload in dict.fromkeys(m.workload for m in result.measurements):
@@ -29,7 +31,7 @@ def to_markdown(result: BenchResult) -> str:
             f"**{workload}: {WORKLOADS[workload].title}**",
             "",
             "| variant | ms/step | steps/s | vs imperative eager | compile s "
-            "| new graphs after warm-up | peak MB |",
+            "| new graphs while timed | peak MB |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for m in result.measurements:

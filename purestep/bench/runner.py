@@ -27,7 +27,9 @@ class Measurement:
     ms_per_call: float | None = None
     compile_s: float | None = None
     recompiles: int | None = None
-    peak_mem_mb: float | None = None
+    peak_mem_mb: float | None = (
+        None  # CUDA: this variant's peak; CPU: process RSS high-water so far
+    )
     first_loss: float | None = None
     status: str = "ok"
 
@@ -56,92 +58,25 @@ class BenchResult:
 
 # (description, workload, faster variant, slower variant, threshold); ratio = slower / faster
 # per call, i.e. how many times faster the first is.
+_FC = "functional compiled, donated"
+_SWEEP = f"vmap K={K} sweep compiled"
+_SEQUENTIAL = f"{K} sequential compiled, donated"
+_GRAPHS = "functional + CUDA graphs, donated"
+_VS_JAX = "compiled functional vs JAX + optax jit (time <= 1.1x)"
 TARGETS: list[tuple[str, str, str, str, float]] = [
-    (
-        "compiled functional vs eager imperative",
-        "W1",
-        "functional compiled",
-        "imperative eager",
-        2.0,
-    ),
-    (
-        "compiled functional vs eager imperative",
-        "W3",
-        "functional compiled",
-        "imperative eager",
-        1.5,
-    ),
-    (
-        "compiled functional vs compiled imperative",
-        "W1",
-        "functional compiled",
-        "imperative compiled",
-        1.2,
-    ),
-    (
-        "compiled functional vs compiled imperative",
-        "W2",
-        "functional compiled",
-        "imperative compiled",
-        1.2,
-    ),
-    (
-        "compiled functional vs compiled imperative",
-        "W3",
-        "functional compiled",
-        "imperative compiled",
-        1.2,
-    ),
+    ("compiled functional vs eager imperative", "W1", _FC, "imperative eager", 2.0),
+    ("compiled functional vs eager imperative", "W3", _FC, "imperative eager", 1.5),
+    ("compiled functional vs compiled imperative", "W1", _FC, "imperative compiled", 1.2),
+    ("compiled functional vs compiled imperative", "W2", _FC, "imperative compiled", 1.2),
+    ("compiled functional vs compiled imperative", "W3", _FC, "imperative compiled", 1.2),
     ("eager functional vs eager imperative", "W1", "functional eager", "imperative eager", 0.9),
-    (
-        "compiled functional vs JAX + optax jit (time <= 1.1x)",
-        "W1",
-        "functional compiled",
-        "JAX + optax jit",
-        1 / 1.1,
-    ),
-    (
-        "compiled functional vs JAX + optax jit (time <= 1.1x)",
-        "W2",
-        "functional compiled",
-        "JAX + optax jit",
-        1 / 1.1,
-    ),
-    (
-        f"vmap K={K} compiled sweep vs {K} sequential compiled",
-        "W1",
-        f"vmap K={K} sweep compiled",
-        f"{K} sequential compiled",
-        3.0,
-    ),
-    (
-        f"vmap K={K} compiled sweep vs {K} sequential compiled",
-        "W2",
-        f"vmap K={K} sweep compiled",
-        f"{K} sequential compiled",
-        3.0,
-    ),
-    (
-        "CUDA-graph functional vs eager imperative",
-        "W1",
-        "functional + CUDA graphs",
-        "imperative eager",
-        4.0,
-    ),
-    (
-        "CUDA-graph functional vs eager imperative",
-        "W2",
-        "functional + CUDA graphs",
-        "imperative eager",
-        4.0,
-    ),
-    (
-        "CUDA-graph functional vs eager imperative",
-        "W5",
-        "functional + CUDA graphs",
-        "imperative eager",
-        1.3,
-    ),
+    (_VS_JAX, "W1", _FC, "JAX + optax jit", 1 / 1.1),
+    (_VS_JAX, "W2", _FC, "JAX + optax jit", 1 / 1.1),
+    (f"vmap K={K} compiled sweep vs {K} sequential compiled", "W1", _SWEEP, _SEQUENTIAL, 3.0),
+    (f"vmap K={K} compiled sweep vs {K} sequential compiled", "W2", _SWEEP, _SEQUENTIAL, 3.0),
+    ("CUDA-graph functional vs eager imperative", "W1", _GRAPHS, "imperative eager", 4.0),
+    ("CUDA-graph functional vs eager imperative", "W2", _GRAPHS, "imperative eager", 4.0),
+    ("CUDA-graph functional vs eager imperative", "W5", _GRAPHS, "imperative eager", 1.3),
 ]
 
 
@@ -157,13 +92,8 @@ def _peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(
-    variant: Variant, device: torch.device, *, warmup: int, steps: int, repeats: int
-) -> tuple[float, float, float, int, float]:
-    """(ms per call, first-call seconds, loss of the first call (before any update), graphs
-    compiled after warm-up, peak MB)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def _prepare(variant: Variant, device: torch.device, warmup: int) -> tuple[float, float]:
+    """First call (compile for compiled variants) and warm-up: (first-call s, first loss)."""
     start = time.perf_counter()
     variant.step()
     _sync(device)
@@ -172,17 +102,16 @@ def measure(
     for _ in range(max(warmup - 1, 0)):
         variant.step()
     _sync(device)
-    counters.clear()
-    samples = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            variant.step()
-        _sync(device)
-        samples.append((time.perf_counter() - start) / steps * 1e3)
-    recompiles = int(counters["stats"].get("unique_graphs", 0))
-    return statistics.median(samples), first, first_loss, recompiles, _peak_mb(device)
+    return first, first_loss
+
+
+def _time(variant: Variant, device: torch.device, steps: int) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        variant.step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps * 1e3
 
 
 def run_benchmarks(
@@ -195,7 +124,12 @@ def run_benchmarks(
     repeats: int | None = None,
     log: Callable[[str], None] = print,
 ) -> BenchResult:
-    """Run the benchmark; ``quick``: W1 only (unless named), fewer steps."""
+    """Run the benchmark; ``quick``: W1 only (unless named), fewer steps.
+
+    Per workload every variant is built and warmed up (compiled) first; then ``repeats``
+    rounds time ``steps`` calls of each variant in turn, and the median round counts. The
+    interleaving keeps slow drifts of the machine (frequency, neighbours) out of the ratios.
+    """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
@@ -206,18 +140,21 @@ def run_benchmarks(
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
-    steps = steps or (20 if quick else 100)
-    repeats = repeats or (3 if quick else 5)
+    steps = steps or (20 if quick else 50)
+    repeats = repeats or (5 if quick else 11)
     result = BenchResult(device=_device_line(dev), info=_versions(dev, steps, repeats))
     for workload in chosen:
+        ready: list[tuple[Measurement, Variant]] = []
         for name in names:
             m = Measurement(workload.name, name)
             result.measurements.append(m)
             try:
                 variant = VARIANTS[name](workload, dev)
-                ms, first, first_loss, recompiles, peak = measure(
-                    variant, dev, warmup=3 if variant.compiled else 2, steps=steps, repeats=repeats
-                )
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+                counters.clear()
+                first, m.first_loss = _prepare(variant, dev, 3 if variant.compiled else 2)
+                graphs = int(counters["stats"].get("unique_graphs", 0))
             except Unavailable as why:
                 m.status = f"n/a: {why}"
                 log(f"{workload.name} {name}: {m.status}")
@@ -226,13 +163,24 @@ def run_benchmarks(
                 m.status = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
                 log(f"{workload.name} {name}: {m.status}")
                 continue
-            m.ms_per_call = ms
-            m.ms_per_step = ms / variant.steps_per_call
             m.compile_s = first if variant.compiled else None
-            m.recompiles = recompiles if variant.compiled else None
-            m.peak_mem_mb = peak
-            m.first_loss = first_loss
-            log(f"{workload.name} {name}: {m.ms_per_step:.3f} ms/step")
+            m.peak_mem_mb = _peak_mb(dev)
+            if variant.compiled and graphs == 0 and name.startswith(("functional", "vmap")):
+                m.status = "failed: no graph was compiled"
+            ready.append((m, variant))
+            log(f"{workload.name} {name}: ready ({first:.1f} s first call)")
+        samples: dict[str, list[float]] = {m.variant: [] for m, _ in ready}
+        counters.clear()
+        for _ in range(repeats):
+            for m, variant in ready:
+                samples[m.variant].append(_time(variant, dev, steps))
+        graphs_after = int(counters["stats"].get("unique_graphs", 0))
+        for m, variant in ready:
+            m.ms_per_call = statistics.median(samples[m.variant])
+            m.ms_per_step = m.ms_per_call / variant.steps_per_call
+            # Graphs compiled during the timed rounds, by any variant: should be 0.
+            m.recompiles = graphs_after if variant.compiled else None
+            log(f"{workload.name} {m.variant}: {m.ms_per_step:.3f} ms/step")
     result.targets = _targets(result)
     return result
 
@@ -270,7 +218,9 @@ def _versions(dev: torch.device, steps: int, repeats: int) -> dict[str, Any]:
         "device": str(dev),
         "steps_per_repeat": steps,
         "repeats": repeats,
-        "timing": "median over repeats of the mean ms per call; sweeps divide by K",
+        "timing": (
+            "variants interleaved; median over rounds of the mean ms per call; sweeps divide by K"
+        ),
     }
     try:
         import jax

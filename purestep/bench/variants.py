@@ -71,7 +71,11 @@ def imperative(workload: Workload, device: torch.device, compiled: bool = False)
 
 
 def functional(
-    workload: Workload, device: torch.device, compiled: bool = False, cudagraphs: bool = False
+    workload: Workload,
+    device: torch.device,
+    compiled: bool = False,
+    cudagraphs: bool = False,
+    donate: bool = False,
 ) -> Variant:
     """The pure step, eager or ``purestep.compile``d (optionally with CUDA graphs)."""
     if cudagraphs and device.type != "cuda":
@@ -82,7 +86,7 @@ def functional(
     autocast = torch.bfloat16 if workload.amp and device.type == "cuda" else None
     train_step = ps.make_train_step(model, workload.criterion, opt, autocast=autocast)
     if compiled:
-        train_step = ps.compile(train_step, cudagraphs=cudagraphs)
+        train_step = ps.compile(train_step, cudagraphs=cudagraphs, donate=donate)
     holder: list[Any] = [ps.TrainState.create(model, opt, seed=0), None]
 
     def step() -> None:
@@ -93,6 +97,8 @@ def functional(
         if cudagraphs
         else ("functional compiled" if compiled else "functional eager")
     )
+    if donate:
+        name += ", donated"
     return Variant(name, step, lambda: float(holder[1]["loss"]), compiled=compiled)
 
 
@@ -130,7 +136,7 @@ def sequential(workload: Workload, device: torch.device, compiled: bool = False)
     opt = ps.optim.adam(lr=LR)
     train_step = ps.make_train_step(model, workload.criterion, opt)
     if compiled:
-        train_step = ps.compile(train_step)
+        train_step = ps.compile(train_step, donate=True)
     states = [
         ps.TrainState.create(model, opt, seed=i)._replace(
             opt_state=ps.optim.set_hyperparam(
@@ -145,7 +151,7 @@ def sequential(workload: Workload, device: torch.device, compiled: bool = False)
         for i in range(K):
             states[i], last[0] = train_step(states[i], batch)
 
-    name = f"{K} sequential " + ("compiled" if compiled else "eager")
+    name = f"{K} sequential " + ("compiled, donated" if compiled else "eager")
     return Variant(name, step, lambda: float(last[0]["loss"]), steps_per_call=K, compiled=compiled)
 
 
@@ -246,11 +252,14 @@ VARIANTS: dict[str, Callable[[Workload, torch.device], Variant]] = {
     "imperative compiled": lambda w, d: imperative(w, d, compiled=True),
     "functional eager": lambda w, d: functional(w, d),
     "functional compiled": lambda w, d: functional(w, d, compiled=True),
-    "functional + CUDA graphs": lambda w, d: functional(w, d, compiled=True, cudagraphs=True),
+    "functional compiled, donated": lambda w, d: functional(w, d, compiled=True, donate=True),
+    "functional + CUDA graphs, donated": lambda w, d: functional(
+        w, d, compiled=True, cudagraphs=True, donate=True
+    ),
     f"vmap K={K} sweep eager": lambda w, d: sweep(w, d),
     f"{K} sequential eager": lambda w, d: sequential(w, d),
     f"vmap K={K} sweep compiled": lambda w, d: sweep(w, d, compiled=True),
-    f"{K} sequential compiled": lambda w, d: sequential(w, d, compiled=True),
+    f"{K} sequential compiled, donated": lambda w, d: sequential(w, d, compiled=True),
     "torchopt functional Adam": torchopt_functional,
     "JAX + optax jit": jax_optax,
 }

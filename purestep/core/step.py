@@ -86,6 +86,7 @@ class _Step:
         self.compiled = False
         self._impl: Callable[[TrainState, Any], Any] = self._pure
         self._state_treedef: Any = None
+        self.donate = False
 
     # -- checks -------------------------------------------------------------------------
     def check_state(self, state: Any) -> None:
@@ -215,6 +216,18 @@ class _Step:
         return twin
 
 
+def _write_into(old: TrainState, new: TrainState) -> TrainState:
+    """``new``'s values written into ``old``'s tensors (donation): the compiled graph then
+    stores its results in the old state's memory instead of allocating a new state."""
+
+    def put(o: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        if n is o or o.shape != n.shape or o.dtype != n.dtype:
+            return n
+        return o.copy_(n)
+
+    return tree_map(put, old, new)
+
+
 def _detach(tree: Any) -> Any:
     return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
 
@@ -312,7 +325,10 @@ class TrainStep(_Step):
             metrics.update(self._extra_metrics(kept[0], batch[-1]))
         if self.return_grads:
             metrics["grads"] = grads
-        return TrainState(params, new_buffers, opt_state, state.step + 1, state.rng), metrics
+        new_state = TrainState(params, new_buffers, opt_state, state.step + 1, state.rng)
+        if self.donate and torch.compiler.is_compiling():
+            new_state = _write_into(state, new_state)
+        return new_state, metrics
 
     def _grad(
         self,

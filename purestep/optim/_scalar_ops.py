@@ -92,3 +92,32 @@ def float64(x: Scalar) -> Scalar:
     if isinstance(x, torch.Tensor):
         return x.to(torch.float64)
     return x
+
+
+
+
+
+def once(*scalars: Scalar) -> tuple[Scalar, ...]:
+    """Step-dependent scalars computed once per step, not once per element.
+
+    Inductor inlines a chain of scalar ops into every element's loop of every kernel that
+    uses it: on W1 the Adam kernel of a 200k-element weight spent most of its ~1 ms in
+    ``std::pow``/``sqrt``/float64 division per element. Under ``torch.compile`` the tensor
+    scalars are stacked and passed through ``segment_reduce`` with segments of length one
+    (an exact copy: each output is the sum of one element), an extern kernel whose output
+    inductor keeps in a buffer; the update kernels then just load it. Python numbers,
+    eager tensors and vmapped (batched) tensors pass through unchanged.
+    """
+    found = [(i, x) for i, x in enumerate(scalars) if isinstance(x, torch.Tensor)]
+    if not found or not torch.compiler.is_compiling():
+        return scalars
+    if any(torch._C._functorch.is_batchedtensor(x) for _, x in found):
+        return scalars  # no batching rule for segment_reduce; vmapped graphs recompute
+    dtype, device = found[0][1].dtype, found[0][1].device
+    stacked = torch.stack([x.to(dtype).reshape(()) for _, x in found])
+    lengths = torch.ones(len(found), dtype=torch.int64, device=device)
+    kept = torch.segment_reduce(stacked, "sum", lengths=lengths)
+    out = list(scalars)
+    for j, (i, _) in enumerate(found):
+        out[i] = kept[j]
+    return tuple(out)

@@ -96,7 +96,7 @@ def adagrad(
         hp = resolve_hyperparams(state.hyperparams, static)
         lr_, decay, wd, eps_ = hp["lr"], hp["lr_decay"], hp["weight_decay"], hp["eps"]
         t = ops.float64(ops.host_value(state.step) + 1)
-        clr = lr_ / (1 + (t - 1) * decay)
+        (clr,) = ops.once(lr_ / (1 + (t - 1) * decay))
 
         new_params: Params = {}
         sums: Params = {}

@@ -102,8 +102,9 @@ def adam(
         t = ops.host_value(state.step) + 1
         bias_correction1 = 1 - ops.pow_(b1, t)
         bias_correction2 = 1 - ops.pow_(b2, t)
-        step_size = lr_ / bias_correction1
-        bias_correction2_sqrt = ops.sqrt(bias_correction2)
+        step_size, bias_correction2_sqrt = ops.once(
+            lr_ / bias_correction1, ops.sqrt(bias_correction2)
+        )
 
         new_params: Params = {}
         exp_avgs: Params = {}

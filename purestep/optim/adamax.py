@@ -94,7 +94,7 @@ def adamax(
         hp = resolve_hyperparams(state.hyperparams, static)
         lr_, b1, b2, eps_, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"]
         t = ops.host_value(state.step) + 1
-        clr = lr_ / (1 - ops.pow_(b1, t))
+        (clr,) = ops.once(lr_ / (1 - ops.pow_(b1, t)))
 
         new_params: Params = {}
         exp_avgs: Params = {}

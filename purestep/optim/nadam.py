@@ -138,6 +138,7 @@ def nadam(
         mu_product_next = mu_product_value * mu_next
         grad_coef = -lr_ * (1.0 - mu) / (1.0 - mu_product_value)
         avg_coef = (-lr_ * mu_next) / (1.0 - mu_product_next)
+        bias_correction2, grad_coef, avg_coef = ops.once(bias_correction2, grad_coef, avg_coef)
 
         new_params: Params = {}
         exp_avgs: Params = {}

@@ -118,6 +118,10 @@ def radam(
                 else ops.sqrt(rect_sq)
             )
         bias_correction2_sqrt = ops.sqrt(bias_correction2)
+        if isinstance(rectify, torch.Tensor):
+            bias_correction1, bias_correction2_sqrt, rect = ops.once(
+                bias_correction1, bias_correction2_sqrt, rect
+            )
 
         new_params: Params = {}
         exp_avgs: Params = {}

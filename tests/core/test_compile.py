@@ -127,3 +127,41 @@ def test_weight_decay_survives_inductors_addmm_rewrite():
     e_state, _ = eager(state, batch)
     c_state, _ = compiled(state, batch)
     torch.testing.assert_close(c_state.params, e_state.params, **TOL)
+
+
+def test_donated_state_gives_the_same_results_in_the_old_memory(adam_mlp):
+    model, opt, eager, compiled = adam_mlp
+    donated = ps.compile(eager, donate=True)
+    data = batches((10,), n=4)
+    a = ps.TrainState.create(model, opt, seed=3)
+    b = ps.core.pytree.tree_clone(a)
+    storage = b.params["0.weight"].data_ptr()
+    for t in range(10):
+        a, ma = compiled(a, data[t % 4])
+        b, mb = donated(b, data[t % 4])
+        torch.testing.assert_close(mb["loss"], ma["loss"], rtol=0, atol=0)
+    assert tree_equal(a.params, b.params) and tree_equal(a.opt_state, b.opt_state)
+    assert b.params["0.weight"].data_ptr() == storage, "donation reuses the old state's memory"
+    with pytest.raises(ValueError, match="donate=True is for train steps"):
+        ps.compile(ps.make_eval_step(model, F.cross_entropy), donate=True)
+
+
+def test_compiled_step_recompiles_for_a_new_batch_structure():
+    """Dynamo's guards are trimmed to tensor metadata; the input structure is keyed by
+    purestep.compile itself, so a batch with an extra input gets its own graph."""
+    model = mlp(p=0.0)
+    opt = ps.optim.sgd(lr=0.1)
+
+    def loss_fn(apply, params, buffers, batch, rng):
+        x, y, *weight = batch
+        losses = F.cross_entropy(apply(params, buffers, x), y, reduction="none")
+        return (losses * weight[0]).mean() if weight else losses.mean()
+
+    eager = ps.make_train_step(model, None, opt, loss_fn=loss_fn)
+    compiled = ps.compile(eager)
+    state = ps.TrainState.create(model, opt)
+    x, y = batches((10,), n=1)[0]
+    for batch in [(x, y), (x, y, torch.full((16,), 2.0)), (x, y)]:
+        _, got = compiled(state, batch)
+        _, want = eager(state, batch)
+        torch.testing.assert_close(got["loss"], want["loss"], **TOL)
