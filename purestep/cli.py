@@ -90,6 +90,7 @@ def _bench(args: argparse.Namespace) -> int:
             variants=args.variants.split(",") if args.variants else None,
             steps=args.steps,
             repeats=args.repeats,
+            retain_memory=args.retain_memory,
             log=lambda line: print(line, file=sys.stderr),
         )
     except ValueError as err:
@@ -151,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=None, help="timed calls per repeat")
     bench.add_argument("--repeats", type=int, default=None, help="repeats (the median is reported)")
     bench.add_argument("--json", default=None, help="also write the results as JSON here")
+    bench.add_argument(
+        "--retain-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="let glibc keep freed memory for reuse (all variants; see retain_freed_cpu_memory)",
+    )
     bench.set_defaults(func=_bench)
     return parser
 

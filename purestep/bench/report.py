@@ -22,7 +22,12 @@ def to_markdown(result: BenchResult) -> str:
         + (f"; peers: {peers}" if peers else ""),
         f"Timing: {info['timing']} ({info['repeats']} rounds x {info['steps_per_repeat']} calls).",
         "Memory: CUDA: each variant's peak allocated; CPU: the process's RSS high-water mark "
-        "after building that variant (cumulative, in run order).",
+        "after building that variant (cumulative, in run order)."
+        + (
+            " glibc keeps freed memory for reuse (retain_freed_cpu_memory) for all variants."
+            if info.get("retain_freed_cpu_memory")
+            else ""
+        ),
         "",
     ]
     for workload in dict.fromkeys(m.workload for m in result.measurements):

@@ -15,6 +15,7 @@ from torch._dynamo.utils import counters
 
 from purestep.bench.variants import VARIANTS, K, Unavailable, Variant
 from purestep.bench.workloads import Workload, get_workloads
+from purestep.core.allocator import retain_freed_cpu_memory
 
 __all__ = ["TARGETS", "BenchResult", "Measurement", "run_benchmarks"]
 
@@ -58,10 +59,10 @@ class BenchResult:
 
 # (description, workload, faster variant, slower variant, threshold); ratio = slower / faster
 # per call, i.e. how many times faster the first is.
-_FC = "functional compiled, donated"
+_FC = "functional compiled (donated)"
 _SWEEP = f"vmap K={K} sweep compiled"
-_SEQUENTIAL = f"{K} sequential compiled, donated"
-_GRAPHS = "functional + CUDA graphs, donated"
+_SEQUENTIAL = f"{K} sequential compiled (donated)"
+_GRAPHS = "functional + CUDA graphs (donated)"
 _VS_JAX = "compiled functional vs JAX + optax jit (time <= 1.1x)"
 TARGETS: list[tuple[str, str, str, str, float]] = [
     ("compiled functional vs eager imperative", "W1", _FC, "imperative eager", 2.0),
@@ -122,6 +123,7 @@ def run_benchmarks(
     variants: Sequence[str] | None = None,
     steps: int | None = None,
     repeats: int | None = None,
+    retain_memory: bool = True,
     log: Callable[[str], None] = print,
 ) -> BenchResult:
     """Run the benchmark; ``quick``: W1 only (unless named), fewer steps.
@@ -129,6 +131,8 @@ def run_benchmarks(
     Per workload every variant is built and warmed up (compiled) first; then ``repeats``
     rounds time ``steps`` calls of each variant in turn, and the median round counts. The
     interleaving keeps slow drifts of the machine (frequency, neighbours) out of the ratios.
+    ``retain_memory`` (default) applies ``purestep.core.retain_freed_cpu_memory`` to the
+    whole process first, for every variant alike (see that function for why).
     """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -140,9 +144,11 @@ def run_benchmarks(
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    retained = retain_freed_cpu_memory() if retain_memory and dev.type == "cpu" else False
     steps = steps or (20 if quick else 50)
     repeats = repeats or (5 if quick else 11)
     result = BenchResult(device=_device_line(dev), info=_versions(dev, steps, repeats))
+    result.info["retain_freed_cpu_memory"] = retained
     for workload in chosen:
         ready: list[tuple[Measurement, Variant]] = []
         for name in names:

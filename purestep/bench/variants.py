@@ -98,7 +98,7 @@ def functional(
         else ("functional compiled" if compiled else "functional eager")
     )
     if donate:
-        name += ", donated"
+        name += " (donated)"
     return Variant(name, step, lambda: float(holder[1]["loss"]), compiled=compiled)
 
 
@@ -151,7 +151,7 @@ def sequential(workload: Workload, device: torch.device, compiled: bool = False)
         for i in range(K):
             states[i], last[0] = train_step(states[i], batch)
 
-    name = f"{K} sequential " + ("compiled, donated" if compiled else "eager")
+    name = f"{K} sequential " + ("compiled (donated)" if compiled else "eager")
     return Variant(name, step, lambda: float(last[0]["loss"]), steps_per_call=K, compiled=compiled)
 
 
@@ -252,14 +252,14 @@ VARIANTS: dict[str, Callable[[Workload, torch.device], Variant]] = {
     "imperative compiled": lambda w, d: imperative(w, d, compiled=True),
     "functional eager": lambda w, d: functional(w, d),
     "functional compiled": lambda w, d: functional(w, d, compiled=True),
-    "functional compiled, donated": lambda w, d: functional(w, d, compiled=True, donate=True),
-    "functional + CUDA graphs, donated": lambda w, d: functional(
+    "functional compiled (donated)": lambda w, d: functional(w, d, compiled=True, donate=True),
+    "functional + CUDA graphs (donated)": lambda w, d: functional(
         w, d, compiled=True, cudagraphs=True, donate=True
     ),
     f"vmap K={K} sweep eager": lambda w, d: sweep(w, d),
     f"{K} sequential eager": lambda w, d: sequential(w, d),
     f"vmap K={K} sweep compiled": lambda w, d: sweep(w, d, compiled=True),
-    f"{K} sequential compiled, donated": lambda w, d: sequential(w, d, compiled=True),
+    f"{K} sequential compiled (donated)": lambda w, d: sequential(w, d, compiled=True),
     "torchopt functional Adam": torchopt_functional,
     "JAX + optax jit": jax_optax,
 }

@@ -1,5 +1,6 @@
 """The pure step: TrainState, explicit RNG, make_train_step/make_eval_step, compile."""
 
+from purestep.core.allocator import retain_freed_cpu_memory
 from purestep.core.compile import compile
 from purestep.core.metrics import (
     accuracy,
@@ -29,6 +30,7 @@ __all__ = [
     "make_eval_step",
     "make_skeleton",
     "make_train_step",
+    "retain_freed_cpu_memory",
     "rng_key",
     "rng_scope",
     "stack_states",

@@ -86,6 +86,7 @@ class _Step:
         self.compiled = False
         self._impl: Callable[[TrainState, Any], Any] = self._pure
         self._state_treedef: Any = None
+        self._last_output: Any = None
         self.donate = False
 
     # -- checks -------------------------------------------------------------------------
@@ -213,6 +214,7 @@ class _Step:
         twin.__dict__.update(self.__dict__)
         twin._impl = impl
         twin.compiled = True
+        twin._last_output = None
         return twin
 
 
@@ -297,11 +299,17 @@ class TrainStep(_Step):
             return self.optimizer.init({k: torch.zeros(s, dtype=d) for k, (s, d) in shapes.items()})
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
-        self.check_state(state)
+        # A state this step returned last time was built from a checked one by this very
+        # step, so it fits by construction: skip re-checking it (states are immutable; do
+        # not assign into their dicts).
+        if state is not self._last_output:
+            self.check_state(state)
         self.check_batch(batch, state)
         with rng_scope(state.rng, state.device) as scope:
             new_state, metrics = self._impl(state, batch)
-        return new_state._replace(rng=scope.key), metrics
+        out = new_state._replace(rng=scope.key)
+        self._last_output = out
+        return out, metrics
 
     def _pure(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
         trainable = {k: state.params[k] for k in self._trainable}

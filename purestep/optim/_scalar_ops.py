@@ -11,6 +11,8 @@ written with tensor arithmetic: equal up to rounding (documented tolerance).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 Scalar = float | int | torch.Tensor
@@ -94,7 +96,24 @@ def float64(x: Scalar) -> Scalar:
     return x
 
 
+@torch.library.custom_op("purestep::keep", mutates_args=())
+def _keep(x: torch.Tensor) -> torch.Tensor:
+    """An opaque copy: inductor must keep its input in a buffer (see ``once``)."""
+    return x.clone()
 
+
+@_keep.register_fake
+def _keep_fake(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _keep_vmap(
+    info: Any, in_dims: tuple[int | None], x: torch.Tensor
+) -> tuple[torch.Tensor, int | None]:
+    return _keep(x), in_dims[0]
+
+
+_keep.register_vmap(_keep_vmap)
 
 
 def once(*scalars: Scalar) -> tuple[Scalar, ...]:
@@ -103,20 +122,22 @@ def once(*scalars: Scalar) -> tuple[Scalar, ...]:
     Inductor inlines a chain of scalar ops into every element's loop of every kernel that
     uses it: on W1 the Adam kernel of a 200k-element weight spent most of its ~1 ms in
     ``std::pow``/``sqrt``/float64 division per element. Under ``torch.compile`` the tensor
-    scalars are stacked and passed through ``segment_reduce`` with segments of length one
-    (an exact copy: each output is the sum of one element), an extern kernel whose output
-    inductor keeps in a buffer; the update kernels then just load it. Python numbers,
-    eager tensors and vmapped (batched) tensors pass through unchanged.
+    scalars are stacked and passed through an op inductor cannot look into, so it keeps
+    them in a buffer that the update kernels just load: ``segment_reduce`` with segments
+    of length one (an exact copy, each output the sum of one element; a C++ extern kernel),
+    or, for vmapped (batched) scalars, which ``segment_reduce`` has no batching rule for,
+    the custom op ``purestep::keep``. Python numbers and eager tensors pass through.
     """
     found = [(i, x) for i, x in enumerate(scalars) if isinstance(x, torch.Tensor)]
     if not found or not torch.compiler.is_compiling():
         return scalars
-    if any(torch._C._functorch.is_batchedtensor(x) for _, x in found):
-        return scalars  # no batching rule for segment_reduce; vmapped graphs recompute
     dtype, device = found[0][1].dtype, found[0][1].device
     stacked = torch.stack([x.to(dtype).reshape(()) for _, x in found])
-    lengths = torch.ones(len(found), dtype=torch.int64, device=device)
-    kept = torch.segment_reduce(stacked, "sum", lengths=lengths)
+    if any(torch._C._functorch.is_batchedtensor(x) for _, x in found):
+        kept = _keep(stacked)
+    else:
+        lengths = torch.ones(len(found), dtype=torch.int64, device=device)
+        kept = torch.segment_reduce(stacked, "sum", lengths=lengths)
     out = list(scalars)
     for j, (i, _) in enumerate(found):
         out[i] = kept[j]

@@ -20,7 +20,7 @@ bias corrections as Python floats, ``addcdiv(value=-step_size)``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 
@@ -110,22 +110,37 @@ def adam(
         exp_avgs: Params = {}
         exp_avg_sqs: Params = {}
         max_sqs: Params = {}
+        # Eager CPU (Python scalars): fewer fresh tensors, updated in place where torch.optim
+        # updates in place (same kernels, same bits). Tensor path: plain out-of-place math.
+        eager = not isinstance(step_size, torch.Tensor)
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
+            fresh_p = False
             if use_decay:
                 if decoupled_weight_decay:
                     p = p.mul(1 - lr_ * wd)
+                    fresh_p = True
                 else:
                     g = ops.add(g, p, alpha=wd)
             exp_avg = ops.lerp(state.exp_avg[k], g, 1 - b1)
-            exp_avg_sq = ops.addcmul(state.exp_avg_sq[k].mul(b2), g, g, value=1 - b2)
+            if eager:
+                exp_avg_sq = state.exp_avg_sq[k].mul(b2).addcmul_(g, g, value=cast(float, 1 - b2))
+            else:
+                exp_avg_sq = ops.addcmul(state.exp_avg_sq[k].mul(b2), g, g, value=1 - b2)
             if amsgrad:
                 second = torch.maximum(state.max_exp_avg_sq[k], exp_avg_sq)
                 max_sqs[k] = second
             else:
                 second = exp_avg_sq
-            denom = (second.sqrt() / bias_correction2_sqrt).add(eps_)
-            new_params[k] = ops.addcdiv(p, exp_avg, denom, value=-step_size)
+            denom = (second.sqrt() / bias_correction2_sqrt).add_(eps_)
+            if not eager:
+                new_params[k] = ops.addcdiv(p, exp_avg, denom, value=-step_size)
+            elif fresh_p:
+                new_params[k] = p.addcdiv_(exp_avg, denom, value=-cast(float, step_size))
+            else:  # the result may overwrite denom element by element (full overlap is safe)
+                new_params[k] = torch.addcdiv(
+                    p, exp_avg, denom, value=-cast(float, step_size), out=denom
+                )
             exp_avgs[k], exp_avg_sqs[k] = exp_avg, exp_avg_sq
         return new_params, AdamState(
             state.step + 1, state.hyperparams, exp_avgs, exp_avg_sqs, max_sqs

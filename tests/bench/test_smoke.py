@@ -24,7 +24,7 @@ def test_every_variant_runs_or_says_why(smoke):
     assert set(statuses) == set(VARIANTS)
     failed = {k: v for k, v in statuses.items() if v.startswith("failed")}
     assert not failed, failed
-    assert statuses["functional + CUDA graphs, donated"].startswith("n/a")  # CPU run
+    assert statuses["functional + CUDA graphs (donated)"].startswith("n/a")  # CPU run
     ran = [m for m in smoke.measurements if m.status == "ok"]
     assert len(ran) >= 9
 
@@ -39,7 +39,7 @@ def test_variants_agree_on_the_first_loss(smoke):
 def test_report_has_ratios_and_compile_counts(smoke):
     text = to_markdown(smoke)
     assert "| imperative eager |" in text and "1.00x" in text
-    compiled = smoke.get("W1", "functional compiled, donated")
+    compiled = smoke.get("W1", "functional compiled (donated)")
     assert compiled.compile_s > 0 and compiled.recompiles == 0
     assert any(t["workload"] == "W1" for t in smoke.targets)
     json.dumps(smoke.to_dict())

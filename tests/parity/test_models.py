@@ -37,7 +37,7 @@ def test_gradient_accumulation_with_batchnorm_bitwise():
     assert report.ok, str(report)
 
 
-def test_clipping_and_two_groups_with_a_frozen_layer_bitwise():
+def test_clipping_scheduler_and_two_groups_with_a_frozen_layer_bitwise():
     def build():
         model = mlp(seed=5)
         model[0].weight.requires_grad_(False)
@@ -56,7 +56,13 @@ def test_clipping_and_two_groups_with_a_frozen_layer_bitwise():
         )
 
     report = ps.parity.compare(
-        build, F.cross_entropy, groups, batches((10,)), steps=300, clip_grad_norm=0.5
+        build,
+        F.cross_entropy,
+        groups,
+        batches((10,)),
+        steps=300,
+        clip_grad_norm=0.5,
+        scheduler=lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [50, 120, 200], 0.5),
     )
     assert report.ok, str(report)
     assert report.info["clip_grad_norm"] == 0.5
