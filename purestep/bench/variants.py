@@ -76,13 +76,15 @@ def functional(
     compiled: bool = False,
     cudagraphs: bool = False,
     donate: bool = False,
+    foreach: bool = False,
 ) -> Variant:
-    """The pure step, eager or ``purestep.compile``d (optionally with CUDA graphs)."""
+    """The pure step, eager or ``purestep.compile``d (optionally with CUDA graphs);
+    ``foreach``: Adam's multi-tensor eager fast mode."""
     if cudagraphs and device.type != "cuda":
         raise Unavailable("CUDA graphs need a CUDA device")
     model = workload.build().to(device)
     batch = workload.batch(device)
-    opt = ps.optim.adam(lr=LR)
+    opt = ps.optim.adam(lr=LR, foreach=foreach)
     autocast = torch.bfloat16 if workload.amp and device.type == "cuda" else None
     train_step = ps.make_train_step(model, workload.criterion, opt, autocast=autocast)
     if compiled:
@@ -99,6 +101,8 @@ def functional(
     )
     if donate:
         name += " (donated)"
+    if foreach:
+        name += " (foreach)"
     return Variant(name, step, lambda: float(holder[1]["loss"]), compiled=compiled)
 
 
@@ -251,6 +255,7 @@ VARIANTS: dict[str, Callable[[Workload, torch.device], Variant]] = {
     "imperative eager": lambda w, d: imperative(w, d),
     "imperative compiled": lambda w, d: imperative(w, d, compiled=True),
     "functional eager": lambda w, d: functional(w, d),
+    "functional eager (foreach)": lambda w, d: functional(w, d, foreach=True),
     "functional compiled": lambda w, d: functional(w, d, compiled=True),
     "functional compiled (donated)": lambda w, d: functional(w, d, compiled=True, donate=True),
     "functional + CUDA graphs (donated)": lambda w, d: functional(

@@ -38,11 +38,29 @@ _RULES: dict[str, tuple[Callable[..., Optimizer], tuple[str, ...]]] = {
     "SGD": (sgd, ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")),
     "Adam": (
         adam,
-        ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"),
+        (
+            "lr",
+            "betas",
+            "eps",
+            "weight_decay",
+            "amsgrad",
+            "maximize",
+            "decoupled_weight_decay",
+            "foreach",
+        ),
     ),
     "AdamW": (
         adam,
-        ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"),
+        (
+            "lr",
+            "betas",
+            "eps",
+            "weight_decay",
+            "amsgrad",
+            "maximize",
+            "decoupled_weight_decay",
+            "foreach",
+        ),
     ),
     "RMSprop": (
         rmsprop,
@@ -74,7 +92,7 @@ def _group_kwargs(group: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, 
     out = {}
     for key in keys:
         value = group.get(key)
-        if value is None and key == "decoupled_weight_decay":
+        if value is None and key in ("decoupled_weight_decay", "foreach"):
             continue
         if isinstance(value, torch.Tensor):
             value = value.item()

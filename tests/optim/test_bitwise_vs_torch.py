@@ -130,3 +130,53 @@ def test_a_tiny_lr_change_is_detected():
     torch_opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=False)
     opt = ps.optim.adam(lr=1e-3 * (1 + 2**-22))
     assert run_bitwise(model, F.cross_entropy, torch_opt, opt, batches(shape), 50) is not None
+
+
+ADAM_CASES = [c for c in CASES if c[1] != "sgd"]
+
+
+@pytest.mark.parametrize(
+    ("case", "rule", "flags", "maximize"), ADAM_CASES, ids=[c[0] for c in ADAM_CASES]
+)
+def test_foreach_fast_mode_bitwise_1000_steps(case, rule, flags, maximize):
+    """``foreach=True`` (multi-tensor ops) against torch's ``foreach=True`` path, to the bit."""
+    build, shape = MODELS["mlp_dropout"]
+    data = batches(shape, n=8)
+    criterion = neg_cross_entropy if maximize else F.cross_entropy
+
+    @settings(max_examples=examples(1, 4))
+    @given(kw=hyperparams(rule, flags), seed=st.integers(0, 2**31 - 1))
+    def check(kw, seed):
+        model = build(seed % 1000)
+        torch_opt = TORCH[rule](model.parameters(), **kw, maximize=maximize, foreach=True)
+        opt = PURE[rule](**kw, maximize=maximize, foreach=True)
+        diverged = run_bitwise(model, criterion, torch_opt, opt, data, STEPS, seed=seed)
+        assert diverged is None, f"{case} {kw}: first difference at step {diverged}"
+
+    check()
+
+
+@pytest.mark.parametrize(("case", "rule", "flags", "maximize"), ADAM_CASES[:8:3])
+def test_foreach_fast_mode_writes_no_input(case, rule, flags, maximize):
+    params = {"w": torch.randn(4, 3), "b": torch.randn(3)}
+    opt = PURE[rule](
+        lr=1e-2,
+        weight_decay=0.1 if flags["weight_decay"] else 0.0,
+        amsgrad=flags["amsgrad"],
+        maximize=maximize,
+        foreach=True,
+    )
+    state = opt.init(params)
+    for _ in range(2):  # the second step reads a non-zero state
+        grads = {k: torch.randn_like(p) for k, p in params.items()}
+        inputs = [*params.values(), *grads.values(), *torch.utils._pytree.tree_leaves(state)]
+        before = [(t.clone(), t._version) for t in inputs]
+        new_params, new_state = opt.step(grads, state, params)
+        for t, (copy, version) in zip(inputs, before, strict=True):
+            assert torch.equal(t, copy) and t._version == version
+        params, state = new_params, new_state
+
+
+def test_foreach_must_be_a_bool():
+    with pytest.raises(TypeError, match="foreach"):
+        ps.optim.adam(foreach="yes")  # type: ignore[arg-type]

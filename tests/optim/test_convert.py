@@ -28,6 +28,8 @@ TORCH_FACTORIES = {
         m.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, foreach=False
     ),
     "adam": lambda m: torch.optim.Adam(m.parameters(), lr=5e-3, betas=(0.8, 0.99), foreach=False),
+    # from_torch carries foreach=True over: purestep's multi-tensor fast mode
+    "adamw-foreach": lambda m: torch.optim.AdamW(m.parameters(), lr=5e-3, foreach=True),
     "rmsprop-centered-momentum": lambda m: torch.optim.RMSprop(
         m.parameters(), lr=1e-3, momentum=0.5, centered=True, weight_decay=1e-3, foreach=False
     ),
@@ -117,3 +119,15 @@ def test_unsupported_and_mismatched_optimizers():
     state = ps.TrainState.create(frozen_ok, opt)
     assert "0.weight" not in state.opt_state.momentum_buffer
     assert set(state.opt_state.momentum_buffer) == {"0.bias", "3.weight", "3.bias"}
+
+
+@pytest.mark.parametrize("foreach", [True, False, None])
+def test_from_torch_carries_the_foreach_choice(foreach, monkeypatch):
+    model = MODELS["mlp_dropout"][0](0)
+    opt = from_torch(torch.optim.Adam(model.parameters(), foreach=foreach), model)
+    calls = []
+    real = torch._foreach_lerp
+    monkeypatch.setattr(torch, "_foreach_lerp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    opt.step({k: torch.ones_like(p) for k, p in params.items()}, opt.init(params), params)
+    assert bool(calls) == bool(foreach)
