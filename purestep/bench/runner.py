@@ -70,7 +70,14 @@ TARGETS: list[tuple[str, str, str, str, float]] = [
     ("compiled functional vs compiled imperative", "W1", _FC, "imperative compiled", 1.2),
     ("compiled functional vs compiled imperative", "W2", _FC, "imperative compiled", 1.2),
     ("compiled functional vs compiled imperative", "W3", _FC, "imperative compiled", 1.2),
-    ("eager functional vs eager imperative", "W1", "functional eager", "imperative eager", 0.9),
+    # the means: the opt-in multi-tensor fast mode (bitwise vs torch foreach=True)
+    (
+        "eager functional (foreach) vs eager imperative",
+        "W1",
+        "functional eager (foreach)",
+        "imperative eager",
+        0.9,
+    ),
     (_VS_JAX, "W1", _FC, "JAX + optax jit", 1 / 1.1),
     (_VS_JAX, "W2", _FC, "JAX + optax jit", 1 / 1.1),
     (f"vmap K={K} compiled sweep vs {K} sequential compiled", "W1", _SWEEP, _SEQUENTIAL, 3.0),
