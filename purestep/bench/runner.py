@@ -66,6 +66,13 @@ _GRAPHS = "functional + CUDA graphs (donated)"
 _VS_JAX = "compiled functional vs JAX + optax jit (time <= 1.1x)"
 TARGETS: list[tuple[str, str, str, str, float]] = [
     ("compiled functional vs eager imperative", "W1", _FC, "imperative eager", 2.0),
+    (
+        "compiled functional (C++ wrapper) vs eager imperative",
+        "W1",
+        "functional compiled (donated, C++ wrapper)",
+        "imperative eager",
+        2.0,
+    ),
     ("compiled functional vs eager imperative", "W3", _FC, "imperative eager", 1.5),
     ("compiled functional vs compiled imperative", "W1", _FC, "imperative compiled", 1.2),
     ("compiled functional vs compiled imperative", "W2", _FC, "imperative compiled", 1.2),

@@ -77,6 +77,7 @@ def functional(
     cudagraphs: bool = False,
     donate: bool = False,
     foreach: bool = False,
+    cpp_wrapper: bool = False,
 ) -> Variant:
     """The pure step, eager or ``purestep.compile``d (optionally with CUDA graphs);
     ``foreach``: Adam's multi-tensor eager fast mode."""
@@ -88,7 +89,8 @@ def functional(
     autocast = torch.bfloat16 if workload.amp and device.type == "cuda" else None
     train_step = ps.make_train_step(model, workload.criterion, opt, autocast=autocast)
     if compiled:
-        train_step = ps.compile(train_step, cudagraphs=cudagraphs, donate=donate)
+        options = {"cpp_wrapper": True} if cpp_wrapper else None
+        train_step = ps.compile(train_step, cudagraphs=cudagraphs, donate=donate, options=options)
     holder: list[Any] = [ps.TrainState.create(model, opt, seed=0), None]
 
     def step() -> None:
@@ -101,6 +103,8 @@ def functional(
     )
     if donate:
         name += " (donated)"
+    if cpp_wrapper:
+        name = name.replace("(donated)", "(donated, C++ wrapper)")
     if foreach:
         name += " (foreach)"
     return Variant(name, step, lambda: float(holder[1]["loss"]), compiled=compiled)
@@ -258,6 +262,9 @@ VARIANTS: dict[str, Callable[[Workload, torch.device], Variant]] = {
     "functional eager (foreach)": lambda w, d: functional(w, d, foreach=True),
     "functional compiled": lambda w, d: functional(w, d, compiled=True),
     "functional compiled (donated)": lambda w, d: functional(w, d, compiled=True, donate=True),
+    "functional compiled (donated, C++ wrapper)": lambda w, d: functional(
+        w, d, compiled=True, donate=True, cpp_wrapper=True
+    ),
     "functional + CUDA graphs (donated)": lambda w, d: functional(
         w, d, compiled=True, cudagraphs=True, donate=True
     ),

@@ -146,6 +146,21 @@ def test_donated_state_gives_the_same_results_in_the_old_memory(adam_mlp):
         ps.compile(ps.make_eval_step(model, F.cross_entropy), donate=True)
 
 
+def test_cpp_wrapper_option_gives_the_same_bits(adam_mlp):
+    """``options={"cpp_wrapper": True}`` (inductor's C++ launcher instead of Python; faster
+    per call, slower to compile) runs the same kernels: same results, donation included."""
+    model, opt, eager, compiled = adam_mlp
+    cpp = ps.compile(eager, donate=True, options={"cpp_wrapper": True})
+    data = batches((10,), n=4)
+    a = ps.TrainState.create(model, opt, seed=5)
+    b = ps.core.pytree.tree_clone(a)
+    for t in range(6):
+        a, ma = compiled(a, data[t % 4])
+        b, mb = cpp(b, data[t % 4])
+        assert torch.equal(ma["loss"], mb["loss"])
+    assert tree_equal(a.params, b.params) and tree_equal(a.opt_state, b.opt_state)
+
+
 def test_compiled_step_recompiles_for_a_new_batch_structure():
     """Dynamo's guards are trimmed to tensor metadata; the input structure is keyed by
     purestep.compile itself, so a batch with an extra input gets its own graph."""
