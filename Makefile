@@ -25,9 +25,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PYTEST) -m "not slow" -q
 
-# Everything, compile-heavy and long parity runs included.
+# Everything, compile-heavy and long parity runs included, with more hypothesis examples.
 test-all: $(STAMP)
-	$(PYTEST) -q
+	HYPOTHESIS_PROFILE=all $(PYTEST) -q
 
 # Benchmarks need the peers (JAX + optax, torchopt): the `bench` extra.
 BENCH_STAMP := $(VENV)/.bench-installed
