@@ -85,10 +85,8 @@ WORKLOADS: dict[str, Workload] = {
     "W3": Workload(
         "W3",
         "ResNet-8 32x32, batch 128, channels-last",
-        # channels-last for every variant: the fast conv layout on CPU. In NCHW the
-        # compiled pure step's joint forward+backward graph keeps extra NCHW/NHWC copies of
-        # activations (172 vs 132 ms/step, 2 threads); channels-last, it matches
-        # imperative compiled.
+        # channels-last for every variant: the fast conv layout on CPU, for the imperative
+        # variants too (the pure step converts conv weights inside the graph by itself).
         lambda: resnet8().to(memory_format=torch.channels_last),  # type: ignore[call-overload]
         _channels_last(_classification((128, 3, 32, 32))),
         F.cross_entropy,

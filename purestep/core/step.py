@@ -317,7 +317,7 @@ class TrainStep(_Step):
 
         def objective(trainable: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
             loss, aux, new_buffers, outputs, _targets = self._forward_loss(
-                {**frozen, **trainable}, state.buffers, batch, state.rng
+                _conv_layout({**frozen, **trainable}), state.buffers, batch, state.rng
             )
             # aux may only hold tensors: outputs travel as a 0- or 1-tuple.
             kept = (
@@ -374,6 +374,24 @@ class TrainStep(_Step):
             for (k, p), g in zip(leaves.items(), found, strict=True)
         }
         return grads, _detach(aux)
+
+
+def _conv_layout(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Under ``torch.compile`` on CPU, 4-d CPU weights enter the model channels-last.
+
+    Convolutions then produce channels-last activations throughout, the layout inductor's
+    CPU convolutions want. Left NCHW, the joint forward+backward graph keeps activations in
+    both layouts (ResNet-8, batch 128: 172 vs 132 ms per step). The state keeps its own
+    layout: the conversion is inside the differentiated function, so gradients come back
+    in each parameter's layout."""
+    if not torch.compiler.is_compiling():
+        return params
+    return {
+        k: p.contiguous(memory_format=torch.channels_last)
+        if p.dim() == 4 and p.device.type == "cpu"
+        else p
+        for k, p in params.items()
+    }
 
 
 class EvalStep(_Step):

@@ -101,6 +101,26 @@ def test_compiled_cnn_batchnorm_per_step(rule):
         state = e_state
 
 
+def test_compiled_conv_net_keeps_the_state_layout_and_compiles_once():
+    """Under compile, 4-d weights enter the model channels-last (inductor's fast CPU conv
+    layout) inside the differentiated function: grads, params and optimizer state come back
+    in the state's own (NCHW) layout, so the next call hits the same graph."""
+    model = cnn()
+    opt = ps.optim.sgd(lr=0.05, momentum=0.9)
+    compiled = ps.compile(ps.make_train_step(model, F.cross_entropy, opt, return_grads=True))
+    state = ps.TrainState.create(model, opt)
+    data = batches((1, 6, 6), n=4)
+    state, _ = compiled(state, data[0])
+    counters.clear()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for t in range(1, 6):
+            state, metrics = compiled(state, data[t % 4])
+    assert counters["stats"]["unique_graphs"] == 0
+    for name, tensor in [*state.params.items(), *metrics["grads"].items()]:
+        assert tensor.is_contiguous(), name
+    assert all(t.is_contiguous() for t in torch.utils._pytree.tree_leaves(state.opt_state))
+
+
 def test_compiled_eval_step():
     model = cnn()
     opt = ps.optim.sgd()
