@@ -8,7 +8,7 @@ import torch
 
 from purestep.optim.base import Params
 
-__all__ = ["as_float", "params_device", "require"]
+__all__ = ["adam_family_hyperparams", "as_float", "params_device", "require"]
 
 
 def as_float(name: str, value: Any) -> float:
@@ -27,6 +27,24 @@ def require(condition: bool, message: str) -> None:
     """Raise ``ValueError(message)`` unless ``condition``."""
     if not condition:
         raise ValueError(message)
+
+
+def adam_family_hyperparams(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> dict[str, float]:
+    """``lr``, ``betas``, ``eps`` and ``weight_decay`` checked as torch's Adam-family
+    optimizers check them (same messages), as ``{"lr", "beta1", "beta2", "eps",
+    "weight_decay"}`` floats."""
+    lr = as_float("lr", lr)
+    eps = as_float("eps", eps)
+    weight_decay = as_float("weight_decay", weight_decay)
+    if not isinstance(betas, tuple | list) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair of floats, got {betas!r}")
+    beta1, beta2 = as_float("betas[0]", betas[0]), as_float("betas[1]", betas[1])
+    require(lr >= 0.0, f"Invalid learning rate: {lr}")
+    require(eps >= 0.0, f"Invalid epsilon value: {eps}")
+    require(0.0 <= beta1 < 1.0, f"Invalid beta parameter at index 0: {beta1}")
+    require(0.0 <= beta2 < 1.0, f"Invalid beta parameter at index 1: {beta2}")
+    require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    return {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
 
 
 def params_device(params: Params) -> torch.device | None:

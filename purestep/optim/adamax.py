@@ -24,7 +24,11 @@ from typing import NamedTuple
 import torch
 
 from purestep.optim import _scalar_ops as ops
-from purestep.optim._validate import as_float, check_grads, params_device, require
+from purestep.optim._validate import (
+    adam_family_hyperparams,
+    check_grads,
+    params_device,
+)
 from purestep.optim.base import Optimizer, Params, Updates
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
@@ -65,20 +69,9 @@ def adamax(
     Returns:
         An ``Optimizer`` whose state is ``AdamaxState``.
     """
-    lr = as_float("lr", lr)
-    eps = as_float("eps", eps)
-    weight_decay = as_float("weight_decay", weight_decay)
-    if not isinstance(betas, tuple | list) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair of floats, got {betas!r}")
-    beta1, beta2 = as_float("betas[0]", betas[0]), as_float("betas[1]", betas[1])
-    require(lr >= 0.0, f"Invalid learning rate: {lr}")
-    require(eps >= 0.0, f"Invalid epsilon value: {eps}")
-    require(0.0 <= beta1 < 1.0, f"Invalid beta parameter at index 0: {beta1}")
-    require(0.0 <= beta2 < 1.0, f"Invalid beta parameter at index 1: {beta2}")
-    require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
-    static = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
+    static = adam_family_hyperparams(lr, betas, eps, weight_decay)
     dynamic = dynamic_names(dynamic, static)
-    use_decay = weight_decay != 0
+    use_decay = static["weight_decay"] != 0
 
     def init(params: Params) -> AdamaxState:
         device = params_device(params)
