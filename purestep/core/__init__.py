@@ -10,6 +10,13 @@ from purestep.core.metrics import (
 )
 from purestep.core.module import ModelSpec, load_state_into, make_skeleton
 from purestep.core.rng import convert_key, rng_key, rng_scope
+from purestep.core.serialize import (
+    load_state,
+    read_state_metadata,
+    save_state,
+    state_from_tensors,
+    state_to_tensors,
+)
 from purestep.core.state import TrainState
 from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
 from purestep.core.vmap import VmappedStep, stack_states, unstack_state, vmap
@@ -26,14 +33,19 @@ __all__ = [
     "classification_metrics",
     "compile",
     "convert_key",
+    "load_state",
     "load_state_into",
     "make_eval_step",
     "make_skeleton",
     "make_train_step",
+    "read_state_metadata",
     "retain_freed_cpu_memory",
     "rng_key",
     "rng_scope",
+    "save_state",
     "stack_states",
+    "state_from_tensors",
+    "state_to_tensors",
     "unstack_state",
     "vmap",
 ]
