@@ -103,15 +103,23 @@ class ParityReport:
         return json.dumps(_finite(self.to_dict()), indent=indent)
 
     def _rows(self, limit: int | None) -> list[StepRecord]:
-        if limit is None or len(self.records) <= limit:
+        """``limit`` rows (all when there are fewer): the first divergence and its
+        neighbours, the first and last step, and the rest spread evenly."""
+        n = len(self.records)
+        if limit is None or n <= limit:
             return self.records
-        pick = {0, len(self.records) - 1}
+        must = [0, n - 1]
         if self.first_divergence is not None:
             d = self.first_divergence.step
-            pick |= {d - 1, d, d + 1}
-        step = max(1, len(self.records) // max(1, limit - len(pick)))
-        pick |= set(range(0, len(self.records), step))
-        return [self.records[i] for i in sorted(i for i in pick if 0 <= i < len(self.records))]
+            must = [d, 0, n - 1, d - 1, d + 1]
+        chosen = list(dict.fromkeys(i for i in must if 0 <= i < n))[:limit]
+        # An even grid of `limit` distinct steps over [0, n - 1]; the grid points farthest
+        # from the steps already chosen fill the remaining rows.
+        grid = [int(j * (n - 1) / (limit - 1) + 0.5) for j in range(limit)] if limit > 1 else []
+        spare = [g for g in grid if g not in chosen]
+        spare.sort(key=lambda g: -min(abs(g - c) for c in chosen) if chosen else 0)
+        picked = sorted(chosen + spare[: limit - len(chosen)])
+        return [self.records[i] for i in picked]
 
     def _table(self, limit: int | None) -> list[str]:
         head = (
@@ -141,6 +149,10 @@ class ParityReport:
 
     def to_markdown(self, limit: int | None = None) -> str:
         """Verdict, notes and the per-step table (all steps unless ``limit``)."""
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
         parts = [f"**{self.summary()}**", ""]
         parts += [f"- {n}" for n in self.notes]
         if self.notes:
