@@ -1,12 +1,18 @@
-"""Deterministic batching: the order of an epoch is a function of ``(seed, epoch)`` alone."""
+"""Deterministic batching: the order of an epoch is a function of ``(seed, epoch)`` alone.
+
+So a run can stop anywhere and resume at ``(epoch, batch)`` with exactly the batches an
+uninterrupted run would have seen (``Batches.epoch(epoch, start=batch)``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
+from torch.utils.data import Dataset, default_collate
 
-__all__ = ["epoch_order", "iterate_batches", "num_batches"]
+__all__ = ["Batches", "epoch_order", "iterate_batches", "num_batches"]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -57,3 +63,94 @@ def iterate_batches(
     for b in range(start, num_batches(n, batch_size, drop_last)):
         idx = order[b * batch_size : (b + 1) * batch_size]
         yield tuple(t[idx] for t in tensors)
+
+
+class Batches:
+    """The mini-batches of a dataset, epoch by epoch, in a seeded order.
+
+    Args:
+        data: equal-length tensors ``(inputs..., targets)``, or a map-style
+            ``torch.utils.data.Dataset`` whose samples ``default_collate`` can stack.
+        batch_size: examples per batch.
+        seed: with the epoch number, picks the order (``epoch_order``).
+        shuffle: permute every epoch; else keep the data's order.
+        drop_last: drop a final short batch.
+        device: move each batch there.
+
+    ``batches.epoch(e, start=b)`` yields epoch ``e`` from batch ``b`` on; iterating the
+    object itself yields epoch 0. ``len(batches)`` is the number of batches per epoch.
+    """
+
+    def __init__(
+        self,
+        data: Sequence[torch.Tensor] | Dataset[Any],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(data, Dataset):
+            self._tensors: tuple[torch.Tensor, ...] | None = None
+            self._dataset: Dataset[Any] | None = data
+            n = len(data)  # type: ignore[arg-type]
+        else:
+            tensors = tuple(data)
+            if not tensors:
+                raise ValueError("Batches needs at least one tensor")
+            for i, t in enumerate(tensors):
+                if not isinstance(t, torch.Tensor):
+                    raise TypeError(f"data[{i}] must be a tensor, got {type(t).__name__}")
+                if len(t) != len(tensors[0]):
+                    raise ValueError(
+                        f"data[{i}] has length {len(t)}, data[0] has {len(tensors[0])}"
+                    )
+            if device is not None:
+                tensors = tuple(t.to(device) for t in tensors)
+            self._tensors, self._dataset = tensors, None
+            n = len(tensors[0])
+        self.num_examples = n
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.device = torch.device(device) if device is not None else None
+        if len(self) == 0:
+            raise ValueError(
+                f"{n} examples make no batch of {batch_size} with drop_last=True; "
+                "use a smaller batch_size"
+            )
+
+    def __len__(self) -> int:
+        return num_batches(self.num_examples, self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return self.epoch(0)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Any, ...]]:
+        """Epoch ``epoch``'s batches from index ``start`` on."""
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start must be in [0, {len(self)}], got {start}")
+        order = (
+            epoch_order(self.num_examples, self.seed, epoch)
+            if self.shuffle
+            else torch.arange(self.num_examples)
+        )
+        for b in range(start, len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield self._take(idx)
+
+    def _take(self, idx: torch.Tensor) -> tuple[Any, ...]:
+        if self._tensors is not None:
+            if self._tensors[0].device.type != "cpu":
+                idx = idx.to(self._tensors[0].device)
+            return tuple(t[idx] for t in self._tensors)
+        assert self._dataset is not None
+        batch = default_collate([self._dataset[int(i)] for i in idx])
+        out = tuple(batch) if isinstance(batch, list | tuple) else (batch,)
+        if self.device is not None:
+            out = tuple(x.to(self.device) if isinstance(x, torch.Tensor) else x for x in out)
+        return out

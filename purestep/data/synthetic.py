@@ -1,16 +1,11 @@
 """More seed datasets, generated in code: Gaussian blobs (classification) and token
-sequences (language modelling); ``make_dataset`` picks one by name."""
+sequences (language modelling)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 
-from purestep.data.sprites import make_sprites
-
-__all__ = ["DATASETS", "make_blobs", "make_dataset", "make_tokens"]
+__all__ = ["make_blobs", "make_tokens"]
 
 
 def make_blobs(
@@ -43,32 +38,3 @@ def make_tokens(
     stride = torch.randint(1, 4, (n, 1), generator=gen)
     tokens = (start + stride * torch.arange(seq + 1)) % vocab
     return tokens[:, :-1], tokens[:, 1:]
-
-
-def _sprites(
-    n: int, seed: int = 0, *, image: bool = False, **kwargs: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = make_sprites(n, seed, **kwargs)
-    if image:
-        side = round(x.shape[1] ** 0.5)
-        x = x.reshape(n, 1, side, side)
-    return x, y
-
-
-DATASETS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
-    "sprites": _sprites,
-    "blobs": make_blobs,
-    "tokens": make_tokens,
-}
-
-
-def make_dataset(
-    name: str, n: int, seed: int = 0, **kwargs: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(inputs, targets)`` of the dataset ``name`` (one of ``DATASETS``)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
-    try:
-        return DATASETS[name](n, seed, **kwargs)
-    except TypeError as err:
-        raise ValueError(f"dataset {name!r} rejected its arguments {kwargs}: {err}") from err

@@ -1,5 +1,45 @@
-"""Training on top of the pure step: the YAML run configuration (the fit loop comes next)."""
+"""Training on top of the pure step: ``fit``, checkpoints, metrics, loggers, run configs."""
 
+from purestep.train.checkpoint import (
+    Checkpoint,
+    Checkpointer,
+    CheckpointError,
+    LoopState,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from purestep.train.config import Config, ConfigError, load_config, parse_config
+from purestep.train.fit import (
+    EarlyStopping,
+    History,
+    NonFiniteLossError,
+    TrainingInterrupted,
+    evaluate,
+    fit,
+)
+from purestep.train.metrics import MetricSet, make_metrics
+from purestep.train.run import build_experiment, evaluate_checkpoint, train_run
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_config"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "Checkpointer",
+    "Config",
+    "ConfigError",
+    "EarlyStopping",
+    "History",
+    "LoopState",
+    "MetricSet",
+    "NonFiniteLossError",
+    "TrainingInterrupted",
+    "build_experiment",
+    "evaluate",
+    "evaluate_checkpoint",
+    "fit",
+    "load_checkpoint",
+    "load_config",
+    "make_metrics",
+    "parse_config",
+    "resolve_checkpoint",
+    "train_run",
+]

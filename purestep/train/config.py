@@ -1,45 +1,61 @@
-"""The YAML run configuration, shared by ``purestep train`` and ``purestep parity``.
+"""The YAML run configuration: a pydantic v2 schema, and nothing else.
 
 ```yaml
 model: {name: mlp, in_features: 64, hidden: [64, 64], out_features: 1, dropout: 0.1}
-data: {name: sprites, n_train: 2048, n_val: 512, batch_size: 64, seed: 0}
-loss: bce_with_logits
+data: {name: sprites, batch_size: 64, seed: 0, n_train: 2048}    # other keys -> the data fn
+loss: bce_with_logits                  # or {name: cross_entropy, label_smoothing: 0.1}
 optimizer: {name: Adam, lr: 1e-3, param_groups: [{params: bias, weight_decay: 0.0}]}
-scheduler: {name: StepLR, step_size: 100, gamma: 0.5, every: step}   # optional
-train: {epochs: 5, seed: 0, compile: true, clip_grad_norm: null, accumulation_steps: 1}
-parity: {steps: 100, mode: bitwise, forcing: free, rtol: 1e-5, atol: 1e-7}
+scheduler: {name: ReduceLROnPlateau, factor: 0.5, patience: 2, monitor: val_loss}
+train: {epochs: 5, seed: 0, compile: true, nan_policy: raise}
+metrics: [accuracy, f1_macro]
+early_stopping: {monitor: val_loss, patience: 5, restore_best: true}
+checkpoint: {every_epochs: 1, every_steps: null, keep: 3}
+log: {tensorboard: true, plots: true, progress: null}
+parity: {steps: 100, mode: bitwise}
 ```
 
-``load_config`` reads it with ``yaml.safe_load`` and validates every key: an unknown key,
-a missing one or a wrong type is a ``ConfigError`` (a ``ValueError``) naming the key path
-and the expected type. Numbers PyYAML leaves as strings (``1e-3``) are read as numbers.
+``load_config`` reads a file with ``yaml.safe_load`` and validates it: an unknown key, a
+missing one, a wrong type or a value out of range is a ``ConfigError`` (a ``ValueError``)
+naming the key path, the expected type or allowed values, and for a misspelt key the
+closest valid one. Numbers PyYAML leaves as strings (``1e-3``) are numbers. ``model``,
+``data``, ``optimizer``, ``scheduler`` and param groups keep their other keys as keyword
+arguments for the function or torch class they name (checked when it is built, see
+``purestep.train.build``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import torch
 import yaml
-from torch import nn
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 __all__ = [
-    "LOSSES",
+    "CheckpointConfig",
     "Config",
     "ConfigError",
     "DataConfig",
+    "EarlyStoppingConfig",
+    "LogConfig",
+    "LossConfig",
+    "ModelConfig",
     "OptimizerConfig",
     "ParityConfig",
     "SchedulerConfig",
     "TrainConfig",
-    "build_batches",
-    "build_criterion",
-    "build_torch_optimizer",
-    "build_torch_scheduler",
+    "apply_overrides",
+    "config_to_dict",
     "load_config",
     "parse_config",
 ]
@@ -49,257 +65,299 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the key path."""
 
 
-def _number(path: str, value: Any, kind: type) -> Any:
-    if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-        try:
-            value = float(value) if kind is float else int(value)
-        except ValueError:
-            raise ConfigError(f"{path}: expected {kind.__name__}, got string {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{path}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
-    if kind is int:
-        if float(value) != int(value):
-            raise ConfigError(f"{path}: expected int, got {value!r}")
-        return int(value)
-    return float(value)
-
-
-def _coerce(path: str, value: Any, kind: Any) -> Any:
-    """Check/convert ``value`` against a simple type spec (int, float, bool, str, None-able)."""
-    if isinstance(kind, tuple):  # (type, None) = optional
-        if value is None:
-            return None
-        kind = kind[0]
-    if kind in (int, float):
-        return _number(path, value, kind)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {type(value).__name__} {value!r}")
-        return value
+def _no_bool(value: Any) -> Any:
+    # pydantic's lax mode reads `true` as 1: in a config that is a typo, not a number.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
     return value
 
 
-def _plain(path: str, value: Any) -> Any:
-    """Free-form keyword arguments: numeric strings become numbers, lists stay lists."""
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+PositiveInt = Annotated[int, BeforeValidator(_no_bool), Field(gt=0)]
+NonNegativeInt = Annotated[int, BeforeValidator(_no_bool), Field(ge=0)]
+Mode = Literal["min", "max"]
+
+
+def plain(value: Any) -> Any:
+    """Free-form keyword arguments: numeric strings (``1e-3``, ``inf``) become numbers."""
     if isinstance(value, str):
         try:
-            return (
-                float(value)
-                if any(c in value for c in ".eE") or value in ("inf", "-inf")
-                else int(value)
-            )
+            if any(c in value for c in ".eE") or value in ("inf", "-inf", "nan"):
+                return float(value)
+            return int(value)
         except ValueError:
             return value
     if isinstance(value, list):
-        return [_plain(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        return [plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {k: _plain(f"{path}.{k}", v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
-def _section(
-    path: str, raw: Any, spec: Mapping[str, tuple[Any, Any]], *, extra: bool = False
-) -> dict[str, Any]:
-    """Validate a mapping against ``{key: (type, default)}``; ``...`` default = required.
-    With ``extra``, unknown keys are kept as free-form kwargs."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{path}: expected a mapping, got {type(raw).__name__}")
-    out: dict[str, Any] = {}
-    for key, (kind, default) in spec.items():
-        if key in raw:
-            out[key] = _coerce(f"{path}.{key}", raw[key], kind)
-        elif default is ...:
-            raise ConfigError(f"{path}.{key}: required key is missing")
-        else:
-            out[key] = default
-    unknown = [k for k in raw if k not in spec]
-    if unknown and not extra:
-        raise ConfigError(f"{path}: unknown keys {unknown}; expected {sorted(spec)}")
-    out["kwargs"] = {k: _plain(f"{path}.{k}", raw[k]) for k in unknown}
-    return out
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class _OpenSection(BaseModel):
+    """A section whose unknown keys are keyword arguments of what it names."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, raw: Any) -> Any:
+        if not isinstance(raw, Mapping):
+            return raw
+        return {k: v if k in cls.model_fields else plain(v) for k, v in raw.items()}
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The section's other keys (numbers parsed)."""
+        return dict(self.model_extra or {})
+
+
+class ModelConfig(_OpenSection):
+    """``name``: a built-in model (``purestep.models.MODELS``) or ``"package.module:function"``;
+    other keys are its keyword arguments."""
+
     name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_OpenSection):
+    """``name``: a built-in dataset or ``"package.module:function"``, called as
+    ``fn(split="train"|"val"|"test", seed=seed, **other keys)``."""
+
     name: str = "sprites"
-    n_train: int = 2048
-    n_val: int = 512
-    batch_size: int = 64
-    seed: int = 0
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt | None = None
+    seed: Int = 0
+    shuffle: StrictBool = True
+    drop_last: StrictBool = False
 
 
-@dataclass(frozen=True)
-class OptimizerConfig:
+class LossConfig(_OpenSection):
+    """``name``: a built-in loss or ``"package.module:function"``; other keys are its
+    constructor's keyword arguments (``label_smoothing: 0.1``)."""
+
     name: str
-    param_groups: list[dict[str, Any]] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class SchedulerConfig:
+class ParamGroupConfig(_OpenSection):
+    """``params``: a regex searched in parameter names; other keys override the
+    optimizer's settings for those parameters."""
+
+    params: str
+
+
+class OptimizerConfig(_OpenSection):
+    """``name``: a torch.optim class name (``Adam``, ``adamw``, ``SGD``); other keys are
+    its keyword arguments (``lr``, ``betas``, ``weight_decay`` ...)."""
+
     name: str
-    every: str = "step"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    param_groups: list[ParamGroupConfig] = Field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 5
-    seed: int = 0
-    compile: bool = True
-    clip_grad_norm: float | None = None
-    accumulation_steps: int = 1
-    device: str = "cpu"
+class SchedulerConfig(_OpenSection):
+    """``name``: a torch.optim.lr_scheduler class name; other keys are its arguments.
+    ``every``: step it per batch or per epoch; ReduceLROnPlateau steps per epoch on
+    ``monitor`` (default ``val_loss``, or ``loss`` without validation data)."""
+
+    name: str
+    every: Literal["step", "epoch"] = "step"
+    monitor: str | None = None
 
 
-@dataclass(frozen=True)
-class ParityConfig:
-    steps: int = 100
-    mode: str = "bitwise"
-    forcing: str = "free"
-    rtol: float = 1e-5
-    atol: float = 1e-7
+class TrainConfig(_Section):
+    epochs: PositiveInt = 5
+    seed: Int = 0
+    compile: StrictBool = True
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    clip_grad_norm: Annotated[float, BeforeValidator(_no_bool), Field(gt=0)] | None = None
+    accumulation_steps: PositiveInt = 1
+    nan_policy: Literal["raise", "skip", "stop"] = "raise"
+    log_every: PositiveInt = 10
 
 
-@dataclass(frozen=True)
-class Config:
+class EarlyStoppingConfig(_Section):
+    monitor: str = "val_loss"
+    mode: Mode | None = None
+    patience: NonNegativeInt = 5
+    min_delta: Annotated[float, BeforeValidator(_no_bool), Field(ge=0)] = 0.0
+    restore_best: StrictBool = True
+
+
+class CheckpointConfig(_Section):
+    every_epochs: PositiveInt | None = 1
+    every_steps: PositiveInt | None = None
+    keep: PositiveInt | None = None
+    monitor: str | None = None
+    mode: Mode | None = None
+
+
+class WandbConfig(_Section):
+    project: str = "purestep"
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    name: str | None = None
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = "file:./mlruns"
+    experiment: str = "purestep"
+    run_name: str | None = None
+
+
+class LogConfig(_Section):
+    tensorboard: StrictBool = True
+    csv: StrictBool = True
+    plots: StrictBool = True
+    progress: StrictBool | None = None
+    wandb: WandbConfig | None = None
+    mlflow: MlflowConfig | None = None
+
+
+class ParityConfig(_Section):
+    steps: PositiveInt = 100
+    mode: Literal["bitwise", "close"] | None = None
+    forcing: Literal["free", "teacher"] = "free"
+    rtol: Float = 1e-5
+    atol: Float = 1e-7
+
+
+class Config(_Section):
+    """A whole run. ``task`` (binary, multiclass, regression) is inferred from the loss
+    when not given; metrics must fit it."""
+
     model: ModelConfig
-    data: DataConfig
-    loss: str
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    loss: LossConfig
     optimizer: OptimizerConfig
-    scheduler: SchedulerConfig | None
-    train: TrainConfig
-    parity: ParityConfig
+    scheduler: SchedulerConfig | None = None
+    task: Literal["binary", "multiclass", "regression"] | None = None
+    metrics: list[str] = Field(default_factory=list)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+    early_stopping: EarlyStoppingConfig | None = None
+    checkpoint: CheckpointConfig = Field(default_factory=lambda: CheckpointConfig())
+    log: LogConfig = Field(default_factory=lambda: LogConfig())
+    parity: ParityConfig = Field(default_factory=lambda: ParityConfig())
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    @model_validator(mode="before")
+    @classmethod
+    def _loss_shorthand(cls, raw: Any) -> Any:
+        # `loss: mse` is `loss: {name: mse}`.
+        if isinstance(raw, Mapping) and isinstance(raw.get("loss"), str):
+            return {**raw, "loss": {"name": raw["loss"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        es, ck = self.early_stopping, self.checkpoint
+        if es is not None and ck.monitor is not None and ck.monitor != es.monitor:
+            raise ValueError(
+                f"checkpoint.monitor ({ck.monitor!r}) and early_stopping.monitor "
+                f"({es.monitor!r}) differ: the best checkpoint is the one early stopping "
+                "restores, so give one monitor (or drop checkpoint.monitor)"
+            )
+        return self
 
 
-LOSSES = ("cross_entropy", "bce_with_logits", "mse", "l1", "smooth_l1", "lm_cross_entropy")
-_TOP = ("model", "data", "loss", "optimizer", "scheduler", "train", "parity")
+_FIELDS: dict[type[BaseModel], list[str]] = {}
+
+
+def _allowed(model: type[BaseModel]) -> list[str]:
+    if model not in _FIELDS:
+        _FIELDS[model] = list(model.model_fields)
+    return _FIELDS[model]
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema class that holds the key at ``loc`` (for did-you-mean)."""
+    node: type[BaseModel] = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = node.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        for c in candidates:
+            inner = getattr(c, "__args__", ())
+            for t in (c, *inner):
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    node = t
+                    break
+            else:
+                continue
+            break
+        else:
+            return None
+    return node
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-before[_no_bool(), int]", "function-before[_no_bool(), float]"):
+            continue
+        elif "[" in str(part) or str(part) in ("constrained-int", "constrained-float"):
+            continue  # pydantic's internal names for union members / validators
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "config"
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    path = _path(loc)
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "extra_forbidden":
+        section = _section_model(loc)
+        allowed = _allowed(section) if section is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{path}: unknown key{hint} (allowed: {', '.join(allowed)})"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        msg = "expected a mapping (a section of keys)"
+    msg = msg.replace("Input should be ", "expected ")
+    if not loc:  # a whole-config rule: the message says it all
+        return msg
+    shown = repr(given)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{path}: {msg} (got {shown})"
+
+
+def _from_validation(err: ValidationError) -> ConfigError:
+    seen: list[str] = []
+    for e in err.errors():
+        line = _describe(e)
+        if line not in seen:
+            seen.append(line)
+    # A union (e.g. `int | None`) reports one error per member: the first names the problem.
+    return ConfigError(
+        "; ".join(seen[:3]) + (f" (and {len(seen) - 3} more)" if len(seen) > 3 else "")
+    )
 
 
 def parse_config(raw: Any) -> Config:
     """Validate a loaded YAML document; raises ``ConfigError`` naming the bad key."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
-    unknown = [k for k in raw if k not in _TOP]
-    if unknown:
-        raise ConfigError(f"config: unknown keys {unknown}; expected {list(_TOP)}")
-    for key in ("model", "optimizer", "loss"):
-        if key not in raw:
-            raise ConfigError(f"{key}: required section is missing")
-
-    model = _section("model", raw["model"], {"name": (str, ...)}, extra=True)
-    data = _section(
-        "data",
-        raw.get("data"),
-        {
-            "name": (str, "sprites"),
-            "n_train": (int, 2048),
-            "n_val": (int, 512),
-            "batch_size": (int, 64),
-            "seed": (int, 0),
-        },
-        extra=True,
-    )
-    for key in ("n_train", "batch_size"):
-        if data[key] <= 0:
-            raise ConfigError(f"data.{key}: must be > 0, got {data[key]}")
-    loss = _coerce("loss", raw["loss"], str)
-    if loss not in LOSSES:
-        raise ConfigError(f"loss: expected one of {list(LOSSES)}, got {loss!r}")
-    opt = _section(
-        "optimizer", raw["optimizer"], {"name": (str, ...), "param_groups": (list, [])}, extra=True
-    )
-    groups = opt["param_groups"]
-    if not isinstance(groups, list):
-        raise ConfigError(f"optimizer.param_groups: expected a list, got {type(groups).__name__}")
-    for i, group in enumerate(groups):
-        if not isinstance(group, Mapping) or not isinstance(group.get("params"), str):
-            raise ConfigError(
-                f"optimizer.param_groups[{i}].params: expected a regex string naming parameters"
-            )
-    groups = [
-        {
-            k: (v if k == "params" else _plain(f"optimizer.param_groups[{i}].{k}", v))
-            for k, v in g.items()
-        }
-        for i, g in enumerate(groups)
-    ]
-    scheduler = None
-    if raw.get("scheduler") is not None:
-        s = _section(
-            "scheduler", raw["scheduler"], {"name": (str, ...), "every": (str, "step")}, extra=True
-        )
-        if s["every"] not in ("step", "epoch"):
-            raise ConfigError(f"scheduler.every: expected 'step' or 'epoch', got {s['every']!r}")
-        scheduler = SchedulerConfig(s["name"], s["every"], s["kwargs"])
-    train = _section(
-        "train",
-        raw.get("train"),
-        {
-            "epochs": (int, 5),
-            "seed": (int, 0),
-            "compile": (bool, True),
-            "clip_grad_norm": ((float, None), None),
-            "accumulation_steps": (int, 1),
-            "device": (str, "cpu"),
-        },
-    )
-    if train["epochs"] <= 0:
-        raise ConfigError(f"train.epochs: must be > 0, got {train['epochs']}")
-    if train["accumulation_steps"] < 1:
-        raise ConfigError(
-            f"train.accumulation_steps: must be >= 1, got {train['accumulation_steps']}"
-        )
-    parity = _section(
-        "parity",
-        raw.get("parity"),
-        {
-            "steps": (int, 100),
-            "mode": (str, "bitwise"),
-            "forcing": (str, "free"),
-            "rtol": (float, 1e-5),
-            "atol": (float, 1e-7),
-        },
-    )
-    if parity["mode"] not in ("bitwise", "close"):
-        raise ConfigError(f"parity.mode: expected 'bitwise' or 'close', got {parity['mode']!r}")
-    if parity["forcing"] not in ("free", "teacher"):
-        raise ConfigError(
-            f"parity.forcing: expected 'free' or 'teacher', got {parity['forcing']!r}"
-        )
-    if parity["steps"] <= 0:
-        raise ConfigError(f"parity.steps: must be > 0, got {parity['steps']}")
-    train.pop("kwargs")
-    parity.pop("kwargs")
-    return Config(
-        model=ModelConfig(model["name"], model["kwargs"]),
-        data=DataConfig(**data),
-        loss=loss,
-        optimizer=OptimizerConfig(opt["name"], groups, opt["kwargs"]),
-        scheduler=scheduler,
-        train=TrainConfig(**train),
-        parity=ParityConfig(**parity),
-    )
+    try:
+        return Config.model_validate(dict(raw))
+    except ValidationError as err:
+        raise _from_validation(err) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file."""
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read and validate a YAML config file, with ``key.path=value`` overrides applied."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -309,106 +367,52 @@ def load_config(path: str | Path) -> Config:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if overrides:
+        raw = apply_overrides(raw, overrides)
     return parse_config(raw)
 
 
-# -- building what a config names --------------------------------------------------------
+def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:
+    """``["optimizer.lr=1e-2", "train.epochs=3"]`` applied to a raw config mapping (values
+    read as YAML: ``[16, 16]``, ``true``, ``null``). Returns a new mapping."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
+    out: dict[str, Any] = _deep_copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. optimizer.lr=1e-3")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {err}") from None
+        node = out
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and part == "loss":
+                child = {"name": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"--set {item!r}: {where} is not a section")
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return out
 
 
-def build_criterion(name: str) -> Any:
-    """The loss function named in the config."""
-    import torch.nn.functional as F
-
-    if name == "lm_cross_entropy":
-
-        def lm_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-
-        return lm_cross_entropy
-    table = {
-        "cross_entropy": nn.CrossEntropyLoss(),
-        "bce_with_logits": nn.BCEWithLogitsLoss(),
-        "mse": nn.MSELoss(),
-        "l1": nn.L1Loss(),
-        "smooth_l1": nn.SmoothL1Loss(),
-    }
-    if name not in table:
-        raise ConfigError(f"loss: expected one of {list(LOSSES)}, got {name!r}")
-    return table[name]
+def _deep_copy(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _deep_copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_deep_copy(v) for v in node]
+    return node
 
 
-def _torch_class(module: Any, name: str, what: str) -> Any:
-    lookup = {n.lower(): n for n in dir(module) if not n.startswith("_")}
-    real = lookup.get(name.lower().replace("_", "")) or lookup.get(name.lower())
-    if real is None:
-        raise ConfigError(f"{what}.name: torch has no {what} {name!r}")
-    return getattr(module, real)
-
-
-def build_torch_optimizer(
-    cfg: OptimizerConfig, model: nn.Module, *, foreach: bool | None = False
-) -> torch.optim.Optimizer:
-    """The torch optimizer a config describes, param groups by regex on parameter names
-    (parameters no group names form a last group with the top-level settings)."""
-    import re
-
-    cls = _torch_class(torch.optim, cfg.name, "optimizer")
-    kwargs = dict(cfg.kwargs)
-    if foreach is not None and "foreach" not in kwargs:
-        kwargs["foreach"] = foreach
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    taken: set[str] = set()
-    groups: list[dict[str, Any]] = []
-    for i, group in enumerate(cfg.param_groups):
-        pattern = re.compile(group["params"])
-        members = [p for n, p in named if pattern.search(n) and n not in taken]
-        taken |= {n for n, _ in named if pattern.search(n)}
-        if not members:
-            raise ConfigError(
-                f"optimizer.param_groups[{i}].params: {group['params']!r} matches no parameter"
-            )
-        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": members})
-    rest = [p for n, p in named if n not in taken]
-    if rest or not groups:
-        groups.append({"params": rest})
-    try:
-        return cls(groups, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(
-            f"optimizer: torch.optim.{cls.__name__} rejected {kwargs}: {err}"
-        ) from err
-
-
-def build_torch_scheduler(cfg: SchedulerConfig | None, optimizer: torch.optim.Optimizer) -> Any:
-    """The torch lr scheduler a config describes (None when there is none)."""
-    if cfg is None:
-        return None
-    cls = _torch_class(torch.optim.lr_scheduler, cfg.name, "scheduler")
-    try:
-        return cls(optimizer, **cfg.kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"scheduler: {cls.__name__} rejected {cfg.kwargs}: {err}") from err
-
-
-def build_batches(
-    cfg: DataConfig, *, split: str = "train", epoch: int = 0
-) -> list[tuple[torch.Tensor, ...]]:
-    """The batches of one epoch of the dataset a config names."""
-    from purestep.data import iterate_batches, make_dataset
-
-    x, y = make_dataset(
-        cfg.name,
-        cfg.n_train if split == "train" else cfg.n_val,
-        seed=cfg.seed if split == "train" else cfg.seed + 1,
-        **cfg.kwargs,
-    )
-    return list(
-        iterate_batches(
-            (x, y),
-            cfg.batch_size,
-            seed=cfg.seed,
-            epoch=epoch,
-            shuffle=split == "train",
-            drop_last=split == "train",
-        )
-    )
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain data: reads back with ``parse_config`` to the same
+    ``Config`` (what ``OUT/config.yaml`` holds)."""
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,375 @@
+"""Everything a config names, built: model, data splits, loss, optimizer, metrics.
+
+Names resolve to a built-in (``MODELS``, ``DATASETS``, ``LOSSES``, torch.optim classes) or
+to ``"package.module:function"`` (imported from the current directory or the config's).
+A section's other keys are the keyword arguments of what it names; a key the function
+does not accept is a ``ConfigError`` naming it (with the accepted ones and a did-you-mean).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import inspect
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from purestep.data.datasets import DATASETS, DataSplit, as_split
+from purestep.models import MODELS
+from purestep.optim import apply_if_finite, chain, clip_by_global_norm, from_torch, multi_steps
+from purestep.optim.base import Optimizer
+from purestep.optim.schedules import Schedule
+from purestep.optim.schedules.convert import schedule_from_torch
+from purestep.train.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    LossConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+)
+
+__all__ = [
+    "LOSSES",
+    "BuiltOptimizer",
+    "add_import_paths",
+    "build_criterion",
+    "build_data",
+    "build_model",
+    "build_optimizer",
+    "build_torch_optimizer",
+    "build_torch_scheduler",
+    "call_with_section",
+    "infer_task",
+    "resolve_device",
+    "resolve_name",
+]
+
+
+def _lm_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over every position of ``(N, T, C)`` logits and ``(N, T)`` targets."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+# name -> (constructor, task)
+LOSSES: dict[str, tuple[Callable[..., Any], str | None]] = {
+    "cross_entropy": (nn.CrossEntropyLoss, "multiclass"),
+    "nll": (nn.NLLLoss, "multiclass"),
+    "lm_cross_entropy": (lambda: _lm_cross_entropy, "multiclass"),
+    "bce_with_logits": (nn.BCEWithLogitsLoss, "binary"),
+    "mse": (nn.MSELoss, "regression"),
+    "l1": (nn.L1Loss, "regression"),
+    "smooth_l1": (nn.SmoothL1Loss, "regression"),
+    "huber": (nn.HuberLoss, "regression"),
+}
+
+
+def add_import_paths(*dirs: str | Path) -> None:
+    """Let ``"package.module:function"`` names import from these directories (the current
+    directory and the config's), as ``python -m`` would for the current one."""
+    for d in dirs:
+        path = str(Path(d).resolve())
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def resolve_name(name: str, registry: Mapping[str, Any], section: str) -> Any:
+    """A built-in by name, or the attribute ``function`` of ``package.module``."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ConfigError(
+                f"{section}.name: cannot import module {module_name!r} ({err}); it must be "
+                "importable from the current directory, the config's directory or sys.path"
+            ) from None
+        try:
+            return getattr(module, attr)
+        except AttributeError:
+            raise ConfigError(
+                f"{section}.name: module {module_name!r} has no attribute {attr!r}"
+            ) from None
+    if name in registry:
+        return registry[name]
+    close = difflib.get_close_matches(name, list(registry), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    builtin = ", ".join(sorted(registry))
+    raise ConfigError(
+        f"{section}.name: unknown {section} {name!r}{hint} (built in: {builtin}; "
+        "or 'package.module:function')"
+    )
+
+
+def call_with_section(
+    fn: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    section: str,
+    *,
+    fixed: Mapping[str, Any] | None = None,
+) -> Any:
+    """``fn(**fixed, **kwargs)``, after checking that ``fn`` accepts every key of ``kwargs``
+    (a key it does not is a ``ConfigError`` naming ``section.key``); an error raised by
+    ``fn`` for its arguments is a ``ConfigError`` too."""
+    fixed = dict(fixed or {})
+    label = getattr(fn, "__name__", type(fn).__name__)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
+    ):
+        accepted = [
+            n
+            for n, p in sig.parameters.items()
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            and n not in fixed
+        ]
+        for key in kwargs:
+            if key not in accepted:
+                close = difflib.get_close_matches(key, accepted, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"{section}.{key}: unknown argument of {label}{hint} "
+                    f"(it accepts: {', '.join(accepted) or 'nothing'})"
+                )
+        for key in fixed:
+            if key not in sig.parameters:
+                raise ConfigError(
+                    f"{section}.name: {label} must accept {', '.join(map(repr, fixed))} "
+                    f"(called as {label}({', '.join(f'{k}=...' for k in fixed)}, ...))"
+                )
+    try:
+        return fn(**fixed, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{section}: {label}({_show(kwargs)}) failed: {err}") from err
+
+
+def _show(kwargs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' requested but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def infer_task(cfg: Config) -> str | None:
+    """The config's task, or the one its built-in loss implies."""
+    if cfg.task is not None:
+        return cfg.task
+    entry = LOSSES.get(cfg.loss.name)
+    return entry[1] if entry is not None else None
+
+
+def build_model(cfg: Config, *, input_example: torch.Tensor | None = None) -> nn.Module:
+    """The model the config names. A built-in model whose ``in_features`` the config leaves
+    out takes it from the data (``input_example``: one batch's first input)."""
+    factory = resolve_name(cfg.model.name, MODELS, "model")
+    kwargs = dict(cfg.model.kwargs)
+    if (
+        cfg.model.name in MODELS
+        and "in_features" not in kwargs
+        and "in_features" in inspect.signature(factory).parameters
+        and input_example is not None
+        and input_example.dim() == 2
+        and input_example.is_floating_point()
+    ):
+        kwargs["in_features"] = int(input_example.shape[1])
+    model = call_with_section(factory, kwargs, "model")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model.name: {cfg.model.name!r} built a {type(model).__name__}, not an nn.Module"
+        )
+    return model
+
+
+def build_data(cfg: DataConfig, split: str, task: str | None = None) -> DataSplit | None:
+    """One split of the dataset the config names (``None`` if it has no such split).
+    Integer targets of a binary task become float (what ``BCEWithLogitsLoss`` takes)."""
+    fn = resolve_name(cfg.name, DATASETS, "data")
+    result = call_with_section(fn, cfg.kwargs, "data", fixed={"split": split, "seed": cfg.seed})
+    try:
+        data = as_split(result, f"data {cfg.name!r} (split {split!r})")
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"data.name: {err}") from None
+    if data is not None and task == "binary" and isinstance(data.data, tuple):
+        *inputs, targets = data.data
+        if not targets.is_floating_point():
+            data = DataSplit(
+                (*inputs, targets.to(torch.float32)),
+                data.standardizer,
+                data.feature_names,
+                data.classes,
+                data.info,
+            )
+    return data
+
+
+def build_criterion(cfg: LossConfig) -> Callable[[Any, Any], torch.Tensor]:
+    """The loss the config names: a built-in, a loss class (built with the section's other
+    keys) or a function ``(outputs, targets) -> loss`` (other keys bound to it)."""
+    if cfg.name in LOSSES:
+        return call_with_section(LOSSES[cfg.name][0], cfg.kwargs, "loss")
+    target = resolve_name(cfg.name, LOSSES, "loss")
+    if inspect.isclass(target):
+        return call_with_section(target, cfg.kwargs, "loss")
+    if not callable(target):
+        raise ConfigError(f"loss.name: {cfg.name!r} is a {type(target).__name__}, not callable")
+    if cfg.kwargs:
+        return functools.partial(target, **cfg.kwargs)
+    return target
+
+
+def _torch_class(module: Any, name: str, section: str) -> Any:
+    lookup = {n.lower(): n for n in dir(module) if not n.startswith("_")}
+    real = lookup.get(name.lower().replace("_", "")) or lookup.get(name.lower())
+    if real is None or not inspect.isclass(getattr(module, real)):
+        names = sorted(
+            n for n in dir(module) if not n.startswith("_") and inspect.isclass(getattr(module, n))
+        )
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{section}.name: torch has no {section} {name!r}{hint}")
+    return getattr(module, real)
+
+
+def build_torch_optimizer(
+    cfg: OptimizerConfig, model: nn.Module, *, foreach: bool | None = False
+) -> torch.optim.Optimizer:
+    """The torch optimizer a config describes, param groups by regex on parameter names
+    (parameters no group names form a last group with the top-level settings)."""
+    cls = _torch_class(torch.optim, cfg.name, "optimizer")
+    kwargs = dict(cfg.kwargs)
+    if foreach is not None and "foreach" not in kwargs:
+        kwargs["foreach"] = foreach
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    taken: set[str] = set()
+    groups: list[dict[str, Any]] = []
+    for i, group in enumerate(cfg.param_groups):
+        try:
+            pattern = re.compile(group.params)
+        except re.error as err:
+            raise ConfigError(
+                f"optimizer.param_groups[{i}].params: {group.params!r} is not a regex: {err}"
+            ) from None
+        members = [p for n, p in named if pattern.search(n) and n not in taken]
+        taken |= {n for n, _ in named if pattern.search(n)}
+        if not members:
+            raise ConfigError(
+                f"optimizer.param_groups[{i}].params: {group.params!r} matches no parameter "
+                f"(parameters: {[n for n, _ in named][:8]}...)"
+            )
+        groups.append({**group.kwargs, "params": members})
+    rest = [p for n, p in named if n not in taken]
+    if rest or not groups:
+        groups.append({"params": rest})
+    try:
+        return cls(groups, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"optimizer: torch.optim.{cls.__name__}({_show(kwargs)}): {err}") from err
+
+
+def build_torch_scheduler(cfg: SchedulerConfig | None, optimizer: torch.optim.Optimizer) -> Any:
+    """The torch lr scheduler a config describes (None when there is none)."""
+    if cfg is None:
+        return None
+    cls = _torch_class(torch.optim.lr_scheduler, cfg.name, "scheduler")
+    try:
+        return cls(optimizer, **cfg.kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"scheduler: {cls.__name__}({_show(cfg.kwargs)}): {err}") from err
+
+
+def is_plateau(cfg: SchedulerConfig | None) -> bool:
+    return cfg is not None and cfg.name.lower().replace("_", "") == "reducelronplateau"
+
+
+@dataclass(frozen=True)
+class BuiltOptimizer:
+    """The functional optimizer of a config, and what the fit loop steps by hand."""
+
+    optimizer: Optimizer
+    plateau: tuple[Schedule, ...] | None
+    plateau_monitor: str | None
+
+
+def build_optimizer(
+    cfg: Config, model: nn.Module, *, steps_per_epoch: int, has_val: bool
+) -> BuiltOptimizer:
+    """torch.optim optimizer + scheduler from the config, converted by ``from_torch`` (so
+    names, defaults and arithmetic are torch's), then clipping, accumulation and the NaN
+    policy around it.
+
+    Order, outermost first: ``multi_steps`` (accumulation) > ``apply_if_finite`` (nan_policy
+    skip) > ``clip_by_global_norm`` > the scheduled rule.
+    """
+    torch_opt = build_torch_optimizer(cfg.optimizer, model)
+    torch_sched = build_torch_scheduler(cfg.scheduler, torch_opt)
+    plateau = is_plateau(cfg.scheduler)
+    k = cfg.train.accumulation_steps
+    if torch_sched is None or plateau:
+        every = None
+    elif cfg.scheduler is not None and cfg.scheduler.every == "epoch":
+        every = max(1, steps_per_epoch // k)
+    else:
+        every = 1
+    try:
+        opt: Any = from_torch(torch_opt, model, torch_sched, schedule_every=every)
+    except ValueError as err:
+        raise ConfigError(f"optimizer/scheduler: {err}") from err
+    if cfg.train.clip_grad_norm is not None:
+        opt = chain(clip_by_global_norm(cfg.train.clip_grad_norm), opt)
+    if cfg.train.nan_policy == "skip":
+        opt = apply_if_finite(opt)
+    if k > 1:
+        opt = multi_steps(opt, k)
+    schedules = tuple(schedule_from_torch(torch_sched)) if plateau else None
+    monitor = None
+    if plateau:
+        assert cfg.scheduler is not None
+        monitor = cfg.scheduler.monitor or ("val_loss" if has_val else "loss")
+    return BuiltOptimizer(opt, schedules, monitor)
+
+
+def scale_loss(criterion: Callable[[Any, Any], torch.Tensor], k: int) -> Any:
+    """``loss / k`` for gradient accumulation over ``k`` micro-batches (the textbook loop)."""
+    if k == 1:
+        return criterion
+
+    def scaled(outputs: Any, targets: Any) -> torch.Tensor:
+        return criterion(outputs, targets) / k
+
+    return scaled
+
+
+def batches_for_parity(cfg: Config) -> list[tuple[torch.Tensor, ...]]:
+    """The training split's first epoch as a list of batches (for ``purestep parity``)."""
+    from purestep.data.batching import Batches
+
+    data = build_data(cfg.data, "train", infer_task(cfg))
+    if data is None:
+        raise ConfigError(f"data: {cfg.data.name!r} has no training split")
+    return list(
+        Batches(
+            data.data,
+            cfg.data.batch_size,
+            seed=cfg.data.seed,
+            shuffle=cfg.data.shuffle,
+            drop_last=len(data) >= cfg.data.batch_size,
+        ).epoch(0)
+    )

@@ -1,0 +1,413 @@
+"""Checkpoints: the format, the crash-safe save, and the validated load.
+
+A run keeps its checkpoints in ``OUT/checkpoints/``::
+
+    step-00000120/state.safetensors   every tensor: params/<name>, buffers/<name>,
+                                      opt_state/<path>, step, rng, data/epoch, data/batch,
+                                      loop/... (the epoch's accumulated losses and metric
+                                      statistics), data/standardizer/... (if any)
+    step-00000120/meta.json           format version, config, epoch, batch, step, history,
+                                      best value, versions, sha256 of state.safetensors
+    latest, best                      pointer files naming a step directory
+
+Save protocol: write both files into a fresh temp directory beside the others (same
+filesystem), fsync each file and the directory, rename it to ``step-XXXXXXXX``, fsync the
+parent, then replace the pointer files atomically. A kill at any instant leaves every
+complete checkpoint intact and the pointers naming complete ones; a temp directory left
+by a kill is never loaded and is removed by the next save. No pickle on any path.
+
+Load: everything is checked before anything is built — missing files, a checksum
+mismatch, a truncated or corrupted tensor file, a newer format, tensors that do not fit
+the model and optimizer — and a problem is a ``CheckpointError`` (a ``ValueError``)
+naming the file. Loading never writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from purestep._io import fsync_dir, fsync_file, write_atomic
+from purestep.core.serialize import state_from_tensors, state_to_tensors
+from purestep.core.state import TrainState
+from purestep.core.step import TrainStep
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "Checkpointer",
+    "LoopState",
+    "load_checkpoint",
+    "read_meta",
+    "resolve_checkpoint",
+]
+
+FORMAT_VERSION = 1
+STATE_FILE = "state.safetensors"
+META_FILE = "meta.json"
+_STEP_DIR = re.compile(r"^step-(\d{8,})$")
+_STATE_PREFIXES = ("params/", "buffers/", "opt_state/")
+_STATE_KEYS = ("step", "rng")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class LoopState:
+    """Where the fit loop is and what it has gathered, saved with every checkpoint so a
+    resumed run continues bitwise where the interrupted one was.
+
+    ``epoch``: epochs completed; ``batch``: batches done in epoch ``epoch``; ``step``:
+    train-step calls so far. ``losses``/``stats``/``values``: the current epoch's per-step
+    losses, metric statistics and other per-step metrics, stacked (the epoch's figures are
+    reduced from them at its end, so a resume reduces exactly the same numbers).
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    seconds: float = 0.0
+    finished: bool = False
+    stop_reason: str | None = None
+    losses: torch.Tensor | None = None
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {
+            "data/epoch": torch.tensor(self.epoch, dtype=torch.int64),
+            "data/batch": torch.tensor(self.batch, dtype=torch.int64),
+        }
+        if self.losses is not None:
+            out["loop/losses"] = self.losses
+        out |= {f"loop/stats/{k}": v for k, v in self.stats.items()}
+        out |= {f"loop/values/{k}": v for k, v in self.values.items()}
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "history": self.history,
+            "best": {"value": self.best_value, "epoch": self.best_epoch},
+            "bad_epochs": self.bad_epochs,
+            "seconds": self.seconds,
+            "finished": self.finished,
+            "stop_reason": self.stop_reason,
+        }
+
+    @classmethod
+    def restore(cls, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> LoopState:
+        epoch, batch = int(tensors["data/epoch"]), int(tensors["data/batch"])
+        if (epoch, batch) != (meta["epoch"], meta["batch"]):
+            raise CheckpointError(
+                f"data position {epoch}/{batch} in {STATE_FILE} differs from meta.json's "
+                f"{meta['epoch']}/{meta['batch']}"
+            )
+        return cls(
+            epoch=epoch,
+            batch=batch,
+            step=int(meta["step"]),
+            history=list(meta["history"]),
+            best_value=meta["best"]["value"],
+            best_epoch=meta["best"]["epoch"],
+            bad_epochs=int(meta["bad_epochs"]),
+            seconds=float(meta["seconds"]),
+            finished=bool(meta["finished"]),
+            stop_reason=meta["stop_reason"],
+            losses=tensors.get("loop/losses"),
+            stats={
+                k.removeprefix("loop/stats/"): v
+                for k, v in tensors.items()
+                if k.startswith("loop/stats/")
+            },
+            values={
+                k.removeprefix("loop/values/"): v
+                for k, v in tensors.items()
+                if k.startswith("loop/values/")
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the train state, the loop's state, ``meta.json``, the extra
+    tensors saved with it (``data/standardizer/...``) and where it came from."""
+
+    state: TrainState
+    loop: LoopState
+    meta: dict[str, Any]
+    extra: dict[str, torch.Tensor]
+    path: Path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        purestep_version = version("purestep")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        purestep_version = "unknown"
+    return {
+        "purestep": purestep_version,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class Checkpointer:
+    """Saves checkpoints into ``directory`` (``OUT/checkpoints``) and keeps the pointers.
+
+    Args:
+        directory: created if missing.
+        keep: keep only the newest ``keep`` numbered checkpoints (plus the one ``best``
+            names, which is never pruned); None keeps all.
+        config: the resolved run config, stored in every ``meta.json``.
+        extra_tensors: saved with every checkpoint (e.g. ``data/standardizer/...``).
+        extra_meta: JSON-able facts saved in every ``meta.json`` (e.g. class names).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        keep: int | None = None,
+        config: Mapping[str, Any] | None = None,
+        extra_tensors: Mapping[str, torch.Tensor] | None = None,
+        extra_meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+            raise ValueError(f"keep must be a positive int or None, got {keep!r}")
+        self.directory = Path(directory)
+        self.keep = keep
+        self.config = dict(config or {})
+        self.extra_tensors = {
+            k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()
+        }
+        self.extra_meta = dict(extra_meta or {})
+
+    # -- pointers ---------------------------------------------------------------------
+    def pointer(self, name: str) -> Path | None:
+        """The step directory the pointer ``name`` (``latest``/``best``) names, if any."""
+        return _read_pointer(self.directory / name)
+
+    def latest(self) -> Path | None:
+        """The checkpoint to resume from: ``latest``, or (if that pointer is missing or
+        names a directory that is gone) the newest complete step directory."""
+        named = self.pointer("latest")
+        if named is not None and (named / META_FILE).is_file():
+            return named
+        steps = _step_dirs(self.directory)
+        for d in reversed(steps):
+            if (d / META_FILE).is_file() and (d / STATE_FILE).is_file():
+                return d
+        return None
+
+    def _set_pointer(self, name: str, target: Path) -> None:
+        write_atomic(self.directory / name, f"{target.name}\n".encode())
+
+    # -- saving -----------------------------------------------------------------------
+    def save(self, state: TrainState, loop: LoopState, *, best: bool = False) -> Path:
+        """Write a checkpoint of ``state`` at ``loop``'s position; returns its directory."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_leftovers()
+        name = f"step-{loop.step:08d}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.directory))
+        try:
+            tensors = {**state_to_tensors(state), **loop.tensors(), **self.extra_tensors}
+            state_path = tmp / STATE_FILE
+            save_file(tensors, str(state_path))
+            fsync_file(state_path)
+            meta = {
+                "format_version": FORMAT_VERSION,
+                **loop.meta(),
+                "config": self.config,
+                **self.extra_meta,
+                "versions": _versions(),
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "sha256": {STATE_FILE: _sha256(state_path)},
+            }
+            write_atomic(tmp / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())
+            fsync_dir(tmp)
+            target = self.directory / name
+            trash = None
+            if target.exists():  # the same step saved again (a replayed stretch): swap it
+                trash = self.directory / f".trash-{name}-{os.getpid()}-{time.time_ns()}"
+                os.rename(target, trash)
+            os.rename(tmp, target)
+            fsync_dir(self.directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        self._set_pointer("latest", target)
+        if best:
+            self._set_pointer("best", target)
+        self._prune()
+        return target
+
+    def _remove_leftovers(self) -> None:
+        for d in self.directory.iterdir():
+            if d.name.startswith((".tmp-", ".trash-")) and d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+
+    def _prune(self) -> None:
+        if self.keep is None:
+            return
+        protected = {self.pointer("best"), self.pointer("latest")}
+        steps = _step_dirs(self.directory)
+        for d in steps[: max(0, len(steps) - self.keep)]:
+            if d not in protected:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _step_dirs(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), d) for d in directory.iterdir() if (m := _STEP_DIR.match(d.name))]
+    return [d for _, d in sorted(found)]
+
+
+def _read_pointer(path: Path) -> Path | None:
+    try:
+        name = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not _STEP_DIR.match(name):
+        return None
+    return path.parent / name
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The step directory ``path`` names: a step directory, a ``latest``/``best`` pointer
+    file, a ``checkpoints`` directory or a run directory (its ``best`` if it has one, else
+    its ``latest``)."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{str(p)!r}: no such checkpoint (file or directory)")
+    if p.is_file():
+        target = _read_pointer(p)
+        if target is None:
+            raise CheckpointError(
+                f"{str(p)!r} is neither a checkpoint directory nor a pointer file naming one"
+            )
+        if not target.is_dir():
+            raise CheckpointError(f"{str(p)!r} names {target.name}, which does not exist")
+        return target
+    if (p / META_FILE).exists() or (p / STATE_FILE).exists():
+        return p
+    for directory in (p / "checkpoints", p):
+        if not directory.is_dir():
+            continue
+        for name in ("best", "latest"):
+            target = _read_pointer(directory / name)
+            if target is not None and target.is_dir():
+                return target
+        steps = _step_dirs(directory)
+        if steps:
+            return steps[-1]
+    raise CheckpointError(f"{str(p)!r} holds no checkpoint")
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    """``meta.json`` of a step directory, checked for what a load needs."""
+    path = directory / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (incomplete checkpoint?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: no format_version (not a purestep checkpoint?)")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {version} is newer than this purestep reads "
+            f"({FORMAT_VERSION}); upgrade purestep"
+        )
+    required = ("epoch", "batch", "step", "history", "best", "bad_epochs", "seconds")
+    missing = [k for k in (*required, "finished", "stop_reason", "sha256") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: missing keys {missing}")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) -> Checkpoint:
+    """Load and check the checkpoint ``path`` names (see ``resolve_checkpoint``) for the
+    model and optimizer of ``like`` (a state, or the train step that will use it)."""
+    directory = resolve_checkpoint(path)
+    meta = read_meta(directory)
+    state_path = directory / STATE_FILE
+    if not state_path.is_file():
+        raise CheckpointError(f"{state_path}: missing (incomplete checkpoint?)")
+    expected = meta["sha256"].get(STATE_FILE) if isinstance(meta["sha256"], dict) else None
+    if expected is None:
+        raise CheckpointError(f"{directory / META_FILE}: no sha256 for {STATE_FILE}")
+    if _sha256(state_path) != expected:
+        raise CheckpointError(
+            f"{state_path}: checksum mismatch with meta.json (the file is corrupted, truncated "
+            "or was modified)"
+        )
+    try:
+        with safe_open(str(state_path), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{state_path}: not a valid safetensors file ({err})") from None
+    state_tensors = {
+        k: v for k, v in tensors.items() if k.startswith(_STATE_PREFIXES) or k in _STATE_KEYS
+    }
+    try:
+        state = state_from_tensors(state_tensors, like)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{state_path}: does not fit this model and optimizer: {err}"
+        ) from None
+    for key in ("data/epoch", "data/batch"):
+        if key not in tensors:
+            raise CheckpointError(f"{state_path}: no {key!r} (not a training checkpoint?)")
+    try:
+        loop = LoopState.restore(meta, tensors)
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{directory / META_FILE}: malformed ({err!r})") from None
+    extra = {
+        k: v
+        for k, v in tensors.items()
+        if k not in state_tensors and not k.startswith(("loop/", "data/epoch", "data/batch"))
+    }
+    return Checkpoint(state, loop, meta, extra, directory)

@@ -1,0 +1,436 @@
+"""A run from a config: build everything, train with ``fit`` into a run directory, evaluate.
+
+``purestep train`` and ``purestep evaluate`` are thin wrappers around ``train_run`` and
+``evaluate_checkpoint``. The run directory is a contract other tools read::
+
+    OUT/config.yaml                    the resolved config
+    OUT/history.json, OUT/history.csv  one record per epoch
+    OUT/tb/                            TensorBoard event files
+    OUT/plots/*.png                    loss, metrics, lr, confusion matrix
+    OUT/checkpoints/step-XXXXXXXX/     state.safetensors + meta.json
+    OUT/checkpoints/latest, best       pointer files
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from purestep._io import write_atomic
+from purestep.core.compile import compile as compile_step
+from purestep.core.state import TrainState
+from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
+from purestep.data.batching import Batches
+from purestep.data.datasets import DataSplit, Standardizer
+from purestep.train.build import (
+    BuiltOptimizer,
+    build_criterion,
+    build_data,
+    build_model,
+    build_optimizer,
+    infer_task,
+    resolve_device,
+    scale_loss,
+)
+from purestep.train.checkpoint import (
+    Checkpoint,
+    Checkpointer,
+    CheckpointError,
+    load_checkpoint,
+    read_meta,
+    resolve_checkpoint,
+)
+from purestep.train.config import Config, ConfigError, config_to_dict, parse_config
+from purestep.train.fit import EarlyStopping, History, evaluate, fit, monitor_mode
+from purestep.train.loggers import Progress, make_loggers, write_history
+from purestep.train.metrics import MetricSet, make_metrics
+
+__all__ = ["Experiment", "RunResult", "build_experiment", "evaluate_checkpoint", "train_run"]
+
+# Config keys that may change between a run and its resume (they do not change the
+# trajectory): how long, where, how fast, and what is logged.
+_RESUMABLE_CHANGES = {("train", "epochs"), ("train", "compile"), ("train", "device")}
+_RESUMABLE_SECTIONS = {"log", "parity"}
+
+
+@dataclass
+class Experiment:
+    """What a config builds: model, data, steps and optimizer, ready to train."""
+
+    cfg: Config
+    device: torch.device
+    model: nn.Module
+    task: str | None
+    metrics: MetricSet | None
+    train: DataSplit
+    val: DataSplit | None
+    test: DataSplit | None
+    train_data: Batches
+    val_data: Batches | None
+    test_data: Batches | None
+    optimizer: BuiltOptimizer
+    train_step: TrainStep
+    eval_step: EvalStep
+
+    def initial_state(self) -> TrainState:
+        return TrainState.create(self.model, self.optimizer.optimizer, seed=self.cfg.train.seed)
+
+    @property
+    def standardizer(self) -> Standardizer | None:
+        return self.train.standardizer
+
+
+def _eval_batches(split: DataSplit | None, cfg: Config, device: torch.device) -> Batches | None:
+    if split is None:
+        return None
+    size = cfg.data.eval_batch_size or cfg.data.batch_size
+    return Batches(split.data, size, shuffle=False, drop_last=False, device=device)
+
+
+def build_experiment(
+    cfg: Config,
+    *,
+    device: str | None = None,
+    compile: bool | None = None,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> Experiment:
+    """Build the model, data, loss, metrics, optimizer and (compiled) steps of ``cfg``."""
+    dev = resolve_device(device or cfg.train.device)
+    task = infer_task(cfg)
+    train = build_data(cfg.data, "train", task)
+    if train is None:
+        raise ConfigError(f"data.name: {cfg.data.name!r} returned no training split")
+    val = build_data(cfg.data, "val", task) if "val" in splits else None
+    test = build_data(cfg.data, "test", task) if "test" in splits else None
+    example = train.data[0][:1] if isinstance(train.data, tuple) else None
+    torch.manual_seed(cfg.train.seed)  # a user's model initialises from the run's seed
+    model = build_model(cfg, input_example=example).to(dev)
+    criterion = build_criterion(cfg.loss)
+    metrics = None
+    if cfg.metrics:
+        if task is None:
+            raise ConfigError(
+                f"metrics: the loss {cfg.loss.name!r} does not say what task this is; "
+                "set task: binary, multiclass or regression"
+            )
+        scale = shift = None
+        if task == "regression" and train.standardizer is not None:
+            scale, shift = train.standardizer.target_std, train.standardizer.target_mean
+        try:
+            metrics = make_metrics(cfg.metrics, task, target_scale=scale, target_shift=shift)
+        except ValueError as err:
+            raise ConfigError(f"metrics: {err}") from None
+    train_data = Batches(
+        train.data,
+        cfg.data.batch_size,
+        seed=cfg.data.seed,
+        shuffle=cfg.data.shuffle,
+        drop_last=cfg.data.drop_last,
+        device=dev,
+    )
+    opt = build_optimizer(cfg, model, steps_per_epoch=len(train_data), has_val=val is not None)
+    stats = metrics.stats if metrics is not None else None
+    train_step = make_train_step(
+        model, scale_loss(criterion, cfg.train.accumulation_steps), opt.optimizer, metrics_fn=stats
+    )
+    eval_step = make_eval_step(model, criterion, metrics_fn=stats)
+    if compile if compile is not None else cfg.train.compile:
+        train_step, eval_step = compile_step(train_step), compile_step(eval_step)
+    return Experiment(
+        cfg,
+        dev,
+        model,
+        task,
+        metrics,
+        train,
+        val,
+        test,
+        train_data,
+        _eval_batches(val, cfg, dev),
+        _eval_batches(test, cfg, dev),
+        opt,
+        train_step,
+        eval_step,
+    )
+
+
+def _config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Keys whose values differ (ignoring those that may change on resume)."""
+    changed = []
+    for section in sorted(set(old) | set(new)):
+        if section in _RESUMABLE_SECTIONS:
+            continue
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if (section, key) not in _RESUMABLE_CHANGES and a.get(key) != b.get(key):
+                    changed.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+        elif a != b:
+            changed.append(f"{section}: {a!r} -> {b!r}")
+    return changed
+
+
+def _param_summary(model: nn.Module) -> str:
+    params = list(model.parameters())
+    n = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    size = sum(p.numel() * p.element_size() for p in params) + sum(
+        b.numel() * b.element_size() for b in model.buffers()
+    )
+    extra = "" if trainable == n else f" ({trainable:,} trainable)"
+    return f"{n:,} parameters{extra}, {size / 2**20:.2f} MB"
+
+
+@dataclass
+class RunResult:
+    """What ``train_run`` produced."""
+
+    state: TrainState
+    history: History
+    out: Path
+    checkpoint: Path | None
+    best: Path | None
+    test: dict[str, Any] | None
+    seconds: float
+
+
+def _split_meta(split: DataSplit) -> dict[str, Any]:
+    return {
+        "feature_names": list(split.feature_names) if split.feature_names else None,
+        "classes": list(split.classes) if split.classes else None,
+        "info": split.info,
+    }
+
+
+def train_run(
+    cfg: Config,
+    out: str | Path,
+    *,
+    resume: bool | str = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    compile: bool | None = None,
+    plots: bool | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    print_fn: Callable[[str], None] = print,
+) -> RunResult:
+    """Train ``cfg`` into the run directory ``out`` (see the module docstring).
+
+    ``resume``: True resumes from ``out``'s latest checkpoint (or starts fresh, with a
+    note, when there is none); a path resumes from that checkpoint. Without it, a run
+    directory that already holds checkpoints is refused unless ``overwrite``.
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    run_cfg = config_to_dict(cfg)
+    checkpointer_probe = Checkpointer(ckpt_dir)
+    source: Path | None = None
+    if resume:
+        if isinstance(resume, str):
+            source = resolve_checkpoint(resume)
+        else:
+            source = checkpointer_probe.latest() if ckpt_dir.exists() else None
+            if source is None:
+                print_fn(f"no checkpoint in {ckpt_dir}: starting a fresh run")
+    elif checkpointer_probe.latest() is not None and not overwrite:
+        raise ConfigError(
+            f"{out} already holds a run's checkpoints: pass --resume to continue it, "
+            "--overwrite to replace it, or another --out"
+        )
+    elif overwrite and ckpt_dir.exists():
+        import shutil
+
+        shutil.rmtree(ckpt_dir)
+    if source is not None:
+        meta = read_meta(source)
+        changes = _config_changes(meta.get("config") or {}, run_cfg)
+        if changes:
+            raise ConfigError(
+                f"the config differs from the checkpoint's ({source}): {'; '.join(changes)}; "
+                "resume with the same config (only train.epochs, train.compile, train.device "
+                "and log may change) or use another --out"
+            )
+
+    exp = build_experiment(cfg, device=device, compile=compile)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False).encode())
+
+    extra_tensors = {}
+    if exp.standardizer is not None:
+        extra_tensors = {
+            f"data/standardizer/{k}": v for k, v in exp.standardizer.to_tensors().items()
+        }
+    checkpointer = Checkpointer(
+        ckpt_dir,
+        keep=cfg.checkpoint.keep,
+        config=run_cfg,
+        extra_tensors=extra_tensors,
+        extra_meta={"task": exp.task, "data": _split_meta(exp.train)},
+    )
+    state = exp.initial_state()
+    loop = None
+    if source is not None:
+        restored = load_checkpoint(source, exp.train_step)
+        state, loop = restored.state.to(exp.device), restored.loop
+        print_fn(
+            f"resuming from {source} (epoch {loop.epoch + 1}, batch {loop.batch}, step {loop.step})"
+        )
+
+    model_line = _param_summary(exp.model)
+    mode = "compiled" if exp.train_step.compiled else "eager"
+    val_n = len(exp.val) if exp.val is not None else 0
+    print_fn(f"device: {exp.device}  ({mode} pure step, torch {torch.__version__})")
+    print_fn(f"model: {cfg.model.name}  {model_line}")
+    print_fn(
+        f"data: {cfg.data.name}  {len(exp.train)} train / {val_n} val examples, "
+        f"{len(exp.train_data)} batches of {cfg.data.batch_size} per epoch"
+    )
+    print_fn(f"optimizer: {cfg.optimizer.name} {cfg.optimizer.kwargs}  loss: {cfg.loss.name}")
+
+    progress = Progress(cfg.log.progress, total_epochs=cfg.train.epochs)
+    purge = loop.step if loop is not None else None
+    loggers = (
+        make_loggers(cfg.log.model_dump(), out, run_config=run_cfg, purge_step=purge)
+        if (cfg.log.tensorboard or cfg.log.wandb or cfg.log.mlflow)
+        else []
+    )
+
+    records: list[dict[str, Any]] = list(loop.history) if loop is not None else []
+
+    def on_epoch_end(record: dict[str, Any], state: TrainState) -> None:
+        del state
+        records.append(record)
+        if cfg.log.csv:  # after every epoch, so a killed run keeps its history so far
+            write_history(records, out)
+
+    es = cfg.early_stopping
+    early = (
+        EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta, es.restore_best)
+        if es is not None
+        else None
+    )
+    has_val = exp.val_data is not None
+    best_monitor = cfg.checkpoint.monitor or (es.monitor if es else None)
+    best_mode = cfg.checkpoint.mode or (es.mode if es else None)
+    try:
+        state, history = fit(
+            state,
+            exp.train_step,
+            exp.train_data,
+            epochs=cfg.train.epochs,
+            eval_step=exp.eval_step if has_val else None,
+            val_data=exp.val_data,
+            metrics=exp.metrics,
+            plateau=exp.optimizer.plateau,
+            plateau_monitor=exp.optimizer.plateau_monitor,
+            early_stopping=early,
+            checkpointer=checkpointer,
+            checkpoint_every_epochs=cfg.checkpoint.every_epochs,
+            checkpoint_every_steps=cfg.checkpoint.every_steps,
+            best_monitor=best_monitor,
+            best_mode=best_mode,
+            resume=loop,
+            nan_policy=cfg.train.nan_policy,
+            log_every=cfg.train.log_every,
+            loss_scale=float(cfg.train.accumulation_steps),
+            progress=progress,
+            loggers=loggers,
+            on_epoch_end=on_epoch_end,
+            should_stop=should_stop,
+        )
+    finally:
+        for logger in loggers:
+            logger.close()
+    if cfg.log.csv:
+        write_history(history.records, out)
+    if plots if plots is not None else cfg.log.plots:
+        from purestep.train.plots import plot_history
+
+        if history.records:
+            plot_history(history.records, out / "plots")
+
+    test = None
+    if exp.test_data is not None:
+        test = evaluate(state, exp.eval_step, exp.test_data, exp.metrics)
+        write_atomic(out / "test_metrics.json", (_json(test) + "\n").encode())
+
+    latest, best = checkpointer.pointer("latest"), checkpointer.pointer("best")
+    seconds = time.perf_counter() - started
+    lines = [f"done in {seconds:.1f} s: {len(history)} epochs, {int(state.step)} steps"]
+    monitor = best_monitor or ("val_loss" if has_val else "loss")
+    rec = history.records
+    if rec:
+        mode_ = best_mode or monitor_mode(monitor)
+        values = [(float(r[monitor]), r["epoch"]) for r in rec if r.get(monitor) is not None]
+        if values:
+            pick = min if mode_ == "min" else max
+            value, epoch = pick(values, key=lambda v: v[0])
+            last = {k: v for k, v in rec[-1].items() if isinstance(v, float)}
+            lines.append(
+                f"best {monitor} {value:.6g} at epoch {epoch}; last epoch: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "seconds")
+            )
+    if test is not None:
+        lines.append(
+            "test: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, float))
+        )
+    lines.append(
+        f"checkpoints: {ckpt_dir} (latest {latest.name if latest else '-'}, "
+        f"best {best.name if best else '-'})"
+    )
+    if plots if plots is not None else cfg.log.plots:
+        lines.append(f"plots: {out / 'plots'}")
+    lines.append(f"history: {out / 'history.json'}")
+    for line in lines:
+        print_fn(line)
+    return RunResult(state, history, out, latest, best, test, seconds)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=1)
+
+
+def load_run(
+    checkpoint: str | Path, *, device: str | None = None, compile: bool = False
+) -> tuple[Experiment, Checkpoint]:
+    """The experiment a checkpoint was trained with (its stored config) and the loaded
+    checkpoint. The data is rebuilt from the config (same seed, same splits)."""
+    directory = resolve_checkpoint(checkpoint)
+    meta = read_meta(directory)
+    raw = meta.get("config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{directory / 'meta.json'}: no config stored")
+    cfg = parse_config(raw)
+    exp = build_experiment(cfg, device=device, compile=compile)
+    loaded = load_checkpoint(directory, exp.train_step)
+    return exp, Checkpoint(
+        loaded.state.to(exp.device), loaded.loop, loaded.meta, loaded.extra, loaded.path
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, *, split: str = "val", device: str | None = None
+) -> dict[str, Any]:
+    """Loss and the config's metrics of a checkpoint on one split of its data."""
+    exp, loaded = load_run(checkpoint, device=device)
+    data = {
+        "train": _eval_batches(exp.train, exp.cfg, exp.device),
+        "val": exp.val_data,
+        "test": exp.test_data,
+    }.get(split)
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split: expected train, val or test, got {split!r}")
+    if data is None:
+        raise ConfigError(f"the data {exp.cfg.data.name!r} has no {split!r} split")
+    result = evaluate(loaded.state, exp.eval_step, data, exp.metrics)
+    return {"checkpoint": str(loaded.path), "split": split, "examples": data.num_examples, **result}
