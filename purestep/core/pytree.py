@@ -1,37 +1,30 @@
-"""Pytree helpers over nested dicts, lists, tuples and NamedTuples of tensors.
+"""Re-export of ``purestep.pytree`` (its old home), so existing imports keep working."""
 
-Thin, typed re-exports of ``torch.utils._pytree`` (which ``torch.compile`` and
-``torch.func`` understand natively) plus the checks purestep needs: every leaf a
-tensor, and readable key paths in error messages.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
-
-import torch
-from torch.utils import _pytree as _pt
-
-PyTree = Any
-
-try:  # optree-backed and ~3x faster, when optree is installed (e.g. with the bench extra)
-    from torch.utils import _cxx_pytree as _fast
-except ImportError:  # pragma: no cover - depends on the environment
-    _fast = _pt  # type: ignore[misc]
-
-tree_map = _pt.tree_map
-tree_leaves = _pt.tree_leaves
-tree_flatten = _pt.tree_flatten
-tree_unflatten = _pt.tree_unflatten
-tree_structure = _pt.tree_structure
-tree_flatten_with_path = _pt.tree_flatten_with_path
-keystr = _pt.keystr
+from purestep.pytree import (
+    PyTree,
+    check_tensor_leaves,
+    find_nodes,
+    keystr,
+    map_nodes,
+    structure_of,
+    tree_bitwise_equal,
+    tree_clone,
+    tree_flatten,
+    tree_flatten_with_path,
+    tree_leaves,
+    tree_map,
+    tree_map_with_name,
+    tree_named_leaves,
+    tree_structure,
+    tree_unflatten,
+)
 
 __all__ = [
     "PyTree",
     "check_tensor_leaves",
+    "find_nodes",
     "keystr",
+    "map_nodes",
     "structure_of",
     "tree_bitwise_equal",
     "tree_clone",
@@ -39,52 +32,8 @@ __all__ = [
     "tree_flatten_with_path",
     "tree_leaves",
     "tree_map",
+    "tree_map_with_name",
     "tree_named_leaves",
     "tree_structure",
     "tree_unflatten",
 ]
-
-
-def structure_of(tree: PyTree) -> Any:
-    """The tree's structure, for equality tests on hot paths (the C++ pytree when
-    available; compare only structures made by this function)."""
-    return _fast.tree_structure(tree)
-
-
-def tree_named_leaves(tree: PyTree, prefix: str = "") -> list[tuple[str, Any]]:
-    """Leaves with a readable path, e.g. ``("opt_state[1].exp_avg['0.weight']", tensor)``."""
-    leaves, _ = _pt.tree_flatten_with_path(tree)
-    return [(prefix + _pt.keystr(path), leaf) for path, leaf in leaves]
-
-
-def check_tensor_leaves(tree: PyTree, name: str, *, allow_none: bool = False) -> None:
-    """Raise ``TypeError`` naming the first leaf of ``tree`` that is not a tensor."""
-    for path, leaf in tree_named_leaves(tree, name):
-        if isinstance(leaf, torch.Tensor) or (allow_none and leaf is None):
-            continue
-        raise TypeError(f"{path} must be a torch.Tensor, got {type(leaf).__name__} ({leaf!r:.60})")
-
-
-def tree_clone(tree: PyTree) -> PyTree:
-    """Detached copies of every tensor leaf (non-tensor leaves are kept)."""
-    return tree_map(lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t, tree)
-
-
-def tree_bitwise_equal(a: PyTree, b: PyTree) -> bool:
-    """True when both trees have the same structure and every leaf pair is ``torch.equal``."""
-    la, sa = tree_flatten(a)
-    lb, sb = tree_flatten(b)
-    if sa != sb:
-        return False
-    return all(_leaf_equal(x, y) for x, y in zip(la, lb, strict=True))
-
-
-def _leaf_equal(x: Any, y: Any) -> bool:
-    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
-        return x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
-    return bool(x == y)
-
-
-def tree_map_with_name(fn: Callable[[str, Any], Any], tree: PyTree) -> PyTree:
-    """``tree_map`` whose function also receives the leaf's key path as a string."""
-    return _pt.tree_map_with_path(lambda path, leaf: fn(_pt.keystr(path), leaf), tree)

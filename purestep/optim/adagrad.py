@@ -25,12 +25,13 @@ import torch
 
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import as_float, check_grads, params_device, require
-from purestep.optim.base import Optimizer, Params, Updates
+from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
 __all__ = ["AdagradState", "adagrad"]
 
 
+@rule_state
 class AdagradState(NamedTuple):
     """Adagrad's state; ``sum`` is torch.optim's state key of that name."""
 

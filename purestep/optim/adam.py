@@ -37,12 +37,13 @@ from purestep.optim._validate import (
     check_grads,
     params_device,
 )
-from purestep.optim.base import Optimizer, Params, Updates
+from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
 __all__ = ["AdamState", "adam", "adamw"]
 
 
+@rule_state
 class AdamState(NamedTuple):
     """Adam's state; the dict fields carry torch.optim's state key names."""
 

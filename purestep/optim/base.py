@@ -17,7 +17,7 @@ Parameters, gradients and updates are flat ``dict[str, Tensor]`` keyed like
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import torch
 
@@ -36,7 +36,12 @@ __all__ = [
     "as_optimizer",
     "chain",
     "identity",
+    "is_rule_state",
+    "rule_state",
 ]
+
+_RULE_STATE_MARK = "__purestep_rule_state__"
+S = TypeVar("S", bound=type)
 
 
 class GradientTransformation(NamedTuple):
@@ -53,6 +58,34 @@ class Optimizer(NamedTuple):
 
     init: Callable[[Params], OptState]
     step: Callable[[Updates, OptState, Params], tuple[Params, OptState]]
+
+
+def rule_state(cls: S) -> S:
+    """Class decorator: mark a NamedTuple as an update rule's own state.
+
+    A rule state has a ``step`` (0-d tensor, steps taken: torch's ``step``), a
+    ``hyperparams`` dict (the dynamic hyperparameters) and per-parameter ``dict[name,
+    Tensor]`` fields named like torch.optim's state keys (``exp_avg`` ...). Hyperparameter
+    access (``set_hyperparam``, schedules) and torch conversion (``from_torch``,
+    ``torch_state_view``) find rule states by this mark, never by their field names, so a
+    user's own state that happens to have a ``hyperparams`` field is left alone.
+    """
+    fields = getattr(cls, "_fields", None)
+    if not isinstance(cls, type) or not issubclass(cls, tuple) or fields is None:
+        raise TypeError(f"rule_state marks NamedTuple classes, got {cls!r}")
+    missing = [f for f in ("step", "hyperparams") if f not in fields]
+    if missing:
+        raise TypeError(
+            f"a rule state needs the fields 'step' and 'hyperparams'; "
+            f"{cls.__name__} lacks {missing}"
+        )
+    setattr(cls, _RULE_STATE_MARK, True)
+    return cls
+
+
+def is_rule_state(node: Any) -> bool:
+    """Whether ``node`` is a state marked with ``rule_state``."""
+    return getattr(type(node), _RULE_STATE_MARK, False) is True
 
 
 class EmptyState(NamedTuple):

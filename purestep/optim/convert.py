@@ -19,11 +19,12 @@ from purestep.optim.adadelta import adadelta
 from purestep.optim.adagrad import adagrad
 from purestep.optim.adam import adam
 from purestep.optim.adamax import adamax
-from purestep.optim.base import Optimizer
+from purestep.optim.base import Optimizer, is_rule_state
 from purestep.optim.nadam import nadam
 from purestep.optim.radam import radam
 from purestep.optim.rmsprop import rmsprop
 from purestep.optim.sgd import sgd
+from purestep.pytree import find_nodes, map_nodes
 
 __all__ = [
     "from_torch",
@@ -319,21 +320,9 @@ def load_torch_state(opt_state: Any, per_param: Mapping[str, Mapping[str, torch.
     """A copy of ``opt_state`` with the tensors of ``per_param`` (as ``torch_state_view``
     names them) written in. Keys absent from ``per_param`` keep their values."""
 
-    def rebuild(node: Any) -> Any:
-        if hasattr(node, "_fields"):
-            fields = {f: rebuild(getattr(node, f)) for f in node._fields}
-            if _is_rule_state(node):
-                fields.update(_load_rule(node, per_param))
-            return type(node)(**fields)
-        if isinstance(node, tuple):
-            return tuple(rebuild(c) for c in node)
-        if isinstance(node, list):
-            return [rebuild(c) for c in node]
-        if isinstance(node, dict):
-            return {k: rebuild(v) for k, v in node.items()}
-        return node
-
-    return rebuild(opt_state)
+    return map_nodes(
+        lambda rule: rule._replace(**_load_rule(rule, per_param)), opt_state, is_rule_state
+    )
 
 
 def _load_rule(holder: Any, per_param: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, Any]:
@@ -386,21 +375,5 @@ def _like(src: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return src.detach().to(dtype=like.dtype, device=like.device, copy=True)
 
 
-def _is_rule_state(node: Any) -> bool:
-    return hasattr(node, "_fields") and "step" in node._fields and "hyperparams" in node._fields
-
-
-def _rule_states(node: Any) -> list[Any]:
-    found = []
-    if hasattr(node, "_fields"):
-        if _is_rule_state(node):
-            found.append(node)
-        for f in node._fields:
-            found.extend(_rule_states(getattr(node, f)))
-    elif isinstance(node, tuple | list):
-        for c in node:
-            found.extend(_rule_states(c))
-    elif isinstance(node, dict):
-        for c in node.values():
-            found.extend(_rule_states(c))
-    return found
+def _rule_states(opt_state: Any) -> list[Any]:
+    return find_nodes(opt_state, is_rule_state)

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 from purestep.optim._scalar_ops import Scalar, host_value
+from purestep.optim.base import is_rule_state
+from purestep.pytree import find_nodes, map_nodes
 
 __all__ = [
     "dynamic_names",
@@ -66,42 +68,18 @@ def resolve_hyperparams(
     return resolved
 
 
-def _is_holder(node: Any) -> bool:
-    return hasattr(node, "_fields") and "hyperparams" in node._fields
+def _holders(opt_state: Any) -> list[Any]:
+    """The rule states in ``opt_state``, in traversal (= param-group) order."""
+    return find_nodes(opt_state, is_rule_state)
 
 
-def _walk(node: Any, fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> Any:
-    if hasattr(node, "_fields"):  # NamedTuple: the holder itself first, then its fields
-        fields = {}
-        if _is_holder(node):
-            fields["hyperparams"] = fn(node.hyperparams)
-        for f in node._fields:
-            if f not in fields:
-                fields[f] = _walk(getattr(node, f), fn)
-        return type(node)(**fields)
-    if isinstance(node, tuple):
-        return tuple(_walk(child, fn) for child in node)
-    if isinstance(node, list):
-        return [_walk(child, fn) for child in node]
-    if isinstance(node, dict):
-        return {k: _walk(v, fn) for k, v in node.items()}
-    return node
-
-
-def _holders(node: Any) -> list[Any]:
-    found = []
-    if hasattr(node, "_fields"):
-        if _is_holder(node):
-            found.append(node)
-        for f in node._fields:
-            found.extend(_holders(getattr(node, f)))
-    elif isinstance(node, tuple | list):
-        for child in node:
-            found.extend(_holders(child))
-    elif isinstance(node, dict):
-        for child in node.values():
-            found.extend(_holders(child))
-    return found
+def _map_hyperparams(
+    opt_state: Any, fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+) -> Any:
+    """A new state with each rule state's ``hyperparams`` replaced by ``fn(hyperparams)``."""
+    return map_nodes(
+        lambda rule: rule._replace(hyperparams=fn(rule.hyperparams)), opt_state, is_rule_state
+    )
 
 
 def get_hyperparam(opt_state: Any, name: str) -> torch.Tensor:
@@ -132,7 +110,7 @@ def replace_lrs(opt_state: Any, lrs: list[torch.Tensor]) -> Any:
             return hp
         return {**hp, "lr": pending.pop(0)}
 
-    return _walk(opt_state, replace)
+    return _map_hyperparams(opt_state, replace)
 
 
 def set_hyperparam(opt_state: Any, name: str, value: float | torch.Tensor) -> Any:
@@ -155,4 +133,4 @@ def set_hyperparam(opt_state: Any, name: str, value: float | torch.Tensor) -> An
         )
         return {**hp, name: new}
 
-    return _walk(opt_state, replace)
+    return _map_hyperparams(opt_state, replace)

@@ -39,12 +39,13 @@ from purestep.optim._validate import (
     params_device,
     require,
 )
-from purestep.optim.base import Optimizer, Params, Updates
+from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
 __all__ = ["NAdamState", "nadam"]
 
 
+@rule_state
 class NAdamState(NamedTuple):
     """NAdam's state; the dict fields carry torch.optim's state key names, ``mu_product``
     is the rule-wide 0-d product of the momentum schedule (torch's scalar dtype)."""

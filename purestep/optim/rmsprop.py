@@ -29,12 +29,13 @@ import torch
 
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import as_float, check_grads, params_device, require
-from purestep.optim.base import Optimizer, Params, Updates
+from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
 __all__ = ["RMSpropState", "rmsprop"]
 
 
+@rule_state
 class RMSpropState(NamedTuple):
     """RMSprop's state; the dict fields carry torch.optim's state key names
     (``momentum_buffer`` empty when momentum is 0, ``grad_avg`` empty unless centered)."""

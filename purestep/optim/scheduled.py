@@ -21,6 +21,7 @@ from torch.utils._pytree import tree_map
 from purestep.optim import _scalar_ops as ops
 from purestep.optim.base import GradientTransformation, Optimizer, Params, Updates, as_optimizer
 from purestep.optim.hyperparams import lr_tensors, replace_lrs
+from purestep.pytree import find_nodes, map_nodes
 
 if TYPE_CHECKING:
     from purestep.optim.schedules import Schedule
@@ -151,27 +152,18 @@ def schedule_step(
     ``schedule`` is the one given to ``scheduled`` (the state holds only tensors, not the
     functions), e.g. per epoch: ``opt_state = schedule_step(opt_state, plateau, val_loss)``.
     """
-    found = []
-
-    def visit(node: Any) -> Any:
-        if isinstance(node, ScheduledState):
-            found.append(node)
-            inner = visit(node.inner)
-            states, inner = _advance(
-                _per_group(schedule, len(node.schedules)), node.schedules, inner, metric
-            )
-            return ScheduledState(inner, states, node.steps)
-        if hasattr(node, "_fields"):
-            return type(node)(**{f: visit(getattr(node, f)) for f in node._fields})
-        if isinstance(node, tuple):
-            return tuple(visit(c) for c in node)
-        if isinstance(node, list):
-            return [visit(c) for c in node]
-        if isinstance(node, dict):
-            return {k: visit(v) for k, v in node.items()}
-        return node
-
-    new_state = visit(opt_state)
-    if not found:
+    if not find_nodes(opt_state, _is_scheduled):
         raise ValueError("schedule_step: this optimizer state has no scheduled() part")
-    return new_state
+
+    def advance(node: ScheduledState) -> ScheduledState:
+        inner = map_nodes(advance, node.inner, _is_scheduled)  # a scheduled() inside this one
+        states, inner = _advance(
+            _per_group(schedule, len(node.schedules)), node.schedules, inner, metric
+        )
+        return ScheduledState(inner, states, node.steps)
+
+    return map_nodes(advance, opt_state, _is_scheduled)
+
+
+def _is_scheduled(node: Any) -> bool:
+    return isinstance(node, ScheduledState)

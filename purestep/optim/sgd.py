@@ -23,12 +23,13 @@ import torch
 
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import as_float, check_grads, params_device, require
-from purestep.optim.base import Optimizer, Params, Updates
+from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
 __all__ = ["SGDState", "sgd"]
 
 
+@rule_state
 class SGDState(NamedTuple):
     """``step``: steps taken (0-d int64); ``momentum_buffer``: torch's state key of that name
     (empty when momentum is 0); ``hyperparams``: the dynamic hyperparameters."""
