@@ -326,7 +326,8 @@ def _section(log_cfg: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     for name in section:
         if name not in allowed:
             raise ValueError(f"log.{key}.{name}: unknown key; expected one of {list(allowed)}")
-    return dict(section)
+    # A key set to null takes its default, as if absent (a dumped pydantic model lists all).
+    return {name: value for name, value in section.items() if value is not None}
 
 
 def make_loggers(

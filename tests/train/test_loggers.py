@@ -271,7 +271,7 @@ def wandb_offline(monkeypatch, tmp_path):
 
 def test_wandb_offline_logs_scalars_and_resumes(wandb_offline, tmp_path):
     loggers = make_loggers(
-        {"tensorboard": False, "wandb": {"project": "purestep-test", "name": "a"}},
+        {"tensorboard": False, "wandb": {"project": "purestep-test", "name": "a", "dir": None}},
         tmp_path,
         run_config={"optimizer": {"name": "adam", "lr": 1e-3}},
         purge_step=None,
@@ -310,9 +310,12 @@ def test_mlflow_sqlite_logs_scalars_params_and_resumes(tmp_path):
 
     with warnings.catch_warnings():
         _quiet_mlflow_store()
-        uri = f"sqlite:///{tmp_path / 'run.db'}"
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # make_loggers' default store
         (logger,) = make_loggers(
-            {"tensorboard": False, "mlflow": {"tracking_uri": uri, "run_name": "a"}},
+            {
+                "tensorboard": False,
+                "mlflow": {"tracking_uri": None, "run_name": "a", "experiment": None},
+            },
             tmp_path,
             run_config={"optimizer": {"name": "adam", "lr": 1e-3}, "epochs": 2},
             purge_step=None,
