@@ -16,14 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils import _pytree as _pt
+
+from purestep._compat import fast_pytree as _fast
+from purestep._compat import pytree as _pt
 
 PyTree = Any
-
-try:  # optree-backed and ~3x faster, when optree is installed (e.g. with the bench extra)
-    from torch.utils import _cxx_pytree as _fast
-except ImportError:  # pragma: no cover - depends on the environment
-    _fast = _pt  # type: ignore[misc]
 
 tree_map = _pt.tree_map
 tree_leaves = _pt.tree_leaves

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch._dynamo.utils import counters
 
+from purestep._compat import counters
 from purestep.bench.variants import VARIANTS, K, Unavailable, Variant
 from purestep.bench.workloads import Workload, get_workloads
 from purestep.core.allocator import retain_freed_cpu_memory

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from purestep._compat import is_batched, is_functorch_wrapped
+
 Scalar = float | int | torch.Tensor
 
 __all__ = ["Scalar", "add", "addcdiv", "addcmul", "float64", "host_value", "lerp", "pow_", "sqrt"]
@@ -22,11 +24,7 @@ __all__ = ["Scalar", "add", "addcdiv", "addcmul", "float64", "host_value", "lerp
 
 def host_value(t: torch.Tensor) -> Scalar:
     """``t.item()`` when that is free and exact (eager, CPU, unwrapped), else ``t``."""
-    if (
-        torch.compiler.is_compiling()
-        or t.device.type != "cpu"
-        or torch._C._functorch.is_functorch_wrapped_tensor(t)
-    ):
+    if torch.compiler.is_compiling() or t.device.type != "cpu" or is_functorch_wrapped(t):
         return t
     return t.item()
 
@@ -133,7 +131,7 @@ def once(*scalars: Scalar) -> tuple[Scalar, ...]:
         return scalars
     dtype, device = found[0][1].dtype, found[0][1].device
     stacked = torch.stack([x.to(dtype).reshape(()) for _, x in found])
-    if any(torch._C._functorch.is_batchedtensor(x) for _, x in found):
+    if any(is_batched(x) for _, x in found):
         kept = _keep(stacked)
     else:
         lengths = torch.ones(len(found), dtype=torch.int64, device=device)

@@ -31,6 +31,19 @@ from typing import NamedTuple, cast
 
 import torch
 
+from purestep._compat import (
+    foreach_add,
+    foreach_add_,
+    foreach_addcdiv,
+    foreach_addcdiv_,
+    foreach_addcmul_,
+    foreach_div_,
+    foreach_lerp,
+    foreach_maximum,
+    foreach_mul,
+    foreach_neg,
+    foreach_sqrt,
+)
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import (
     adam_family_hyperparams,
@@ -196,29 +209,29 @@ def _foreach_adam(
     ps = [params[k] for k in keys]
     gs = [grads[k] for k in keys]
     if maximize:
-        gs = list(torch._foreach_neg(gs))
+        gs = list(foreach_neg(gs))
     fresh_params = False
     if weight_decay != 0:
         if decoupled_weight_decay:
-            ps = list(torch._foreach_mul(ps, 1 - lr * weight_decay))
+            ps = list(foreach_mul(ps, 1 - lr * weight_decay))
             fresh_params = True
         else:
-            gs = list(torch._foreach_add(gs, ps, alpha=weight_decay))
-    exp_avgs = torch._foreach_lerp([state.exp_avg[k] for k in keys], gs, 1 - beta1)
-    exp_avg_sqs = torch._foreach_mul([state.exp_avg_sq[k] for k in keys], beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, gs, gs, value=1 - beta2)
+            gs = list(foreach_add(gs, ps, alpha=weight_decay))
+    exp_avgs = foreach_lerp([state.exp_avg[k] for k in keys], gs, 1 - beta1)
+    exp_avg_sqs = foreach_mul([state.exp_avg_sq[k] for k in keys], beta2)
+    foreach_addcmul_(exp_avg_sqs, gs, gs, value=1 - beta2)
     if amsgrad:
-        max_sqs = torch._foreach_maximum([state.max_exp_avg_sq[k] for k in keys], exp_avg_sqs)
-        denom = torch._foreach_sqrt(max_sqs)
+        max_sqs = foreach_maximum([state.max_exp_avg_sq[k] for k in keys], exp_avg_sqs)
+        denom = foreach_sqrt(max_sqs)
     else:
-        denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, bias_correction2_sqrt)
-    torch._foreach_add_(denom, eps)
+        denom = foreach_sqrt(exp_avg_sqs)
+    foreach_div_(denom, bias_correction2_sqrt)
+    foreach_add_(denom, eps)
     if fresh_params:
-        torch._foreach_addcdiv_(ps, exp_avgs, denom, value=-step_size)
+        foreach_addcdiv_(ps, exp_avgs, denom, value=-step_size)
         new = ps
     else:
-        new = list(torch._foreach_addcdiv(ps, exp_avgs, denom, value=-step_size))
+        new = list(foreach_addcdiv(ps, exp_avgs, denom, value=-step_size))
     return dict(zip(keys, new, strict=True)), AdamState(
         state.step + 1,
         state.hyperparams,

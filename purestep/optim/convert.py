@@ -50,19 +50,9 @@ _RULES: dict[str, tuple[Callable[..., Optimizer], tuple[str, ...]]] = {
             "foreach",
         ),
     ),
-    "AdamW": (
-        adam,
-        (
-            "lr",
-            "betas",
-            "eps",
-            "weight_decay",
-            "amsgrad",
-            "maximize",
-            "decoupled_weight_decay",
-            "foreach",
-        ),
-    ),
+    # AdamW is Adam with decoupled decay whether or not its group says so (older torch
+    # releases keep no "decoupled_weight_decay" key): see _FORCED.
+    "AdamW": (adam, ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach")),
     "RMSprop": (
         rmsprop,
         ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
@@ -87,6 +77,10 @@ _RULES: dict[str, tuple[Callable[..., Optimizer], tuple[str, ...]]] = {
     "RAdam": (radam, ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "maximize")),
     "Adadelta": (adadelta, ("lr", "rho", "eps", "weight_decay", "maximize")),
 }
+
+
+# Settings implied by the class, not read off its param groups.
+_FORCED: dict[str, dict[str, Any]] = {"AdamW": {"decoupled_weight_decay": True}}
 
 
 def _group_kwargs(group: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -148,7 +142,7 @@ def _rule_for(torch_optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) 
         )
     _check_flags(name, group)
     factory, keys = _RULES[name]
-    return factory(**_group_kwargs(group, keys))
+    return factory(**_group_kwargs(group, keys), **_FORCED.get(name, {}))
 
 
 def from_torch(

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-from torch.utils._pytree import tree_map
 
 from purestep.optim import _scalar_ops as ops
 from purestep.optim.base import GradientTransformation, Optimizer, Params, Updates, as_optimizer
 from purestep.optim.hyperparams import lr_tensors, replace_lrs
-from purestep.pytree import find_nodes, map_nodes
+from purestep.pytree import find_nodes, map_nodes, tree_map
 
 if TYPE_CHECKING:
     from purestep.optim.schedules import Schedule

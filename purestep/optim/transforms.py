@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from purestep._compat import foreach_mul, foreach_norm
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import as_float, params_device, require
 from purestep.optim.base import EmptyState, GradientTransformation, Params, Updates
@@ -35,7 +36,7 @@ def global_norm(updates: Updates, norm_type: float = 2.0) -> torch.Tensor:
     tensors = list(updates.values())
     if not tensors:
         return torch.tensor(0.0)
-    norms = torch._foreach_norm(tensors, norm_type)
+    norms = foreach_norm(tensors, norm_type)
     return torch.linalg.vector_norm(torch.stack(norms), norm_type)
 
 
@@ -63,7 +64,7 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0) -> GradientTran
             return updates, state
         total = global_norm(updates, norm_type)
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        scaled = torch._foreach_mul(list(updates.values()), coef)
+        scaled = foreach_mul(list(updates.values()), coef)
         return dict(zip(updates, scaled, strict=True)), state
 
     return GradientTransformation(init, update)

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
-from torch.utils._pytree import tree_map
 
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import params_device
 from purestep.optim.base import GradientTransformation, Optimizer, Params, Updates, as_optimizer
+from purestep.pytree import tree_map
 
 __all__ = [
     "ApplyIfFiniteState",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch._dynamo.utils import counters
 
 import purestep as ps
+from purestep._compat import counters
 from tests.support import batches, cnn, mlp
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
@@ -103,7 +103,7 @@ def test_compiled_sweep_matches_eager_and_never_recompiles():
     comp_state, _ = compiled(comp_state, data[0])
     eager_state, _ = vstep(eager_state, data[0])
     counters.clear()
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch.compiler.set_stance("fail_on_recompile"):
         for t in range(1, 30):
             comp_state, cm = compiled(comp_state, data[t % 4])
             eager_state, em = vstep(eager_state, data[t % 4])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,9 @@ import torch.nn.functional as F
 import purestep as ps
 from purestep.optim.convert import from_torch, to_torch_state_dict
 from tests.support import MODELS, batches
+
+# the module, not the function ``purestep.optim.adam`` that the package exports
+adam_module = sys.modules["purestep.optim.adam"]
 
 TORCH_FACTORIES = {
     "adamw-2groups": lambda m: torch.optim.AdamW(
@@ -126,8 +131,10 @@ def test_from_torch_carries_the_foreach_choice(foreach, monkeypatch):
     model = MODELS["mlp_dropout"][0](0)
     opt = from_torch(torch.optim.Adam(model.parameters(), foreach=foreach), model)
     calls = []
-    real = torch._foreach_lerp
-    monkeypatch.setattr(torch, "_foreach_lerp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = adam_module.foreach_lerp
+    monkeypatch.setattr(
+        adam_module, "foreach_lerp", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     params = {n: p.detach() for n, p in model.named_parameters()}
     opt.step({k: torch.ones_like(p) for k, p in params.items()}, opt.init(params), params)
     assert bool(calls) == bool(foreach)

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch._dynamo.utils import counters
 
 import purestep as ps
+from purestep._compat import counters
 from purestep.optim.adadelta import adadelta
 from purestep.optim.adagrad import adagrad
 from purestep.optim.adamax import adamax
@@ -308,7 +308,7 @@ def test_compiles_fullgraph_with_zero_recompiles_as_lr_changes(rule: str) -> Non
     data = batches((10,), n=8)
     state, _ = compiled(state, data[0])  # warm-up: the one compilation
     counters.clear()
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch.compiler.set_stance("fail_on_recompile"):
         for t in range(50):
             lr = kw["lr"] * (0.97**t)
             state = state._replace(opt_state=ps.optim.set_hyperparam(state.opt_state, "lr", lr))

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch._dynamo.utils import counters
 
 import purestep as ps
+from purestep._compat import counters
 from purestep.optim import schedules
 from purestep.optim.hyperparams import lr_tensors
 from purestep.optim.scheduled import schedule_step, scheduled
@@ -112,7 +112,7 @@ def test_compiled_scheduled_step_never_recompiles():
     s_comp, _ = compiled(s_comp, data[0])
     s_eager, _ = eager(s_eager, data[0])
     counters.clear()
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch.compiler.set_stance("fail_on_recompile"):
         for t in range(1, 40):
             s_comp, _ = compiled(s_comp, data[t % len(data)])
             s_eager, _ = eager(s_eager, data[t % len(data)])

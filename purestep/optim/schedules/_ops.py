@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
-from torch.utils import _pytree as pytree
 
+from purestep._compat import pytree
 from purestep.optim._scalar_ops import Scalar, host_value
 
 T = TypeVar("T")

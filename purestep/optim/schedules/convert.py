@@ -12,6 +12,12 @@ from typing import Any
 
 import torch.optim.lr_scheduler as tls
 
+from purestep._compat import (
+    child_schedulers,
+    one_cycle_anneal_strategy,
+    one_cycle_phases,
+    sequential_milestones,
+)
 from purestep.optim.schedules import _ops as ops
 from purestep.optim.schedules._base import (
     ChainedState,
@@ -96,10 +102,10 @@ def _one_schedule(s: Any, group: int) -> Schedule:
         values = s.optimizer.param_groups[group]
         phases = [
             (float(p["end_step"]), float(values[p["start_lr"]]), float(values[p["end_lr"]]))
-            for p in s._schedule_phases
+            for p in one_cycle_phases(s)
         ]
         return one_cycle_from_phases(
-            phases, s.total_steps, s._anneal_func_type, float(values["initial_lr"])
+            phases, s.total_steps, one_cycle_anneal_strategy(s), float(values["initial_lr"])
         )
     if cls is tls.ReduceLROnPlateau:
         return reduce_on_plateau(
@@ -112,9 +118,9 @@ def _one_schedule(s: Any, group: int) -> Schedule:
             min_lr=s.min_lrs[group],
             eps=s.eps,
         )
-    children = [_one_schedule(c, group) for c in s._schedulers]
+    children = [_one_schedule(c, group) for c in child_schedulers(s)]
     if cls is tls.SequentialLR:
-        return sequential_lr(children, list(s._milestones))
+        return sequential_lr(children, sequential_milestones(s))
     return chained_scheduler(children)
 
 
@@ -182,7 +188,7 @@ def schedule_state_from_torch(scheduler: Any, group_index: int) -> Any:
             num_bad_epochs=ops.i64(_int_attr(s, "num_bad_epochs")),
             cooldown_counter=ops.i64(_int_attr(s, "cooldown_counter")),
         )
-    states = tuple(schedule_state_from_torch(c, g) for c in s._schedulers)
+    states = tuple(schedule_state_from_torch(c, g) for c in child_schedulers(s))
     if cls is tls.SequentialLR:
         return SequentialState(last_epoch=ops.i64(_int_attr(s, "last_epoch")), states=states)
     return ChainedState(states=states)

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import torch
 from hypothesis import given, settings
-from torch._dynamo.utils import counters
 from torch.utils._pytree import tree_map
 
 import purestep.optim.schedules as S
+from purestep._compat import counters
 from tests.optim.schedules.harness import same
 from tests.optim.schedules.specs import PLATEAU_KWARGS, SPECS
 from tests.support import examples
@@ -69,14 +69,14 @@ ALL_NAMES = [*sorted(SPECS), "plateau", "sequential", "chained"]
 def test_compiled_step_is_bitwise_eager_with_no_recompiles(name):
     schedule = composite(name)
     expected = eager_lrs(schedule, name, 0.1, 50)
-    torch._dynamo.reset()
+    torch.compiler.reset()
     step = torch.compile(schedule.step, fullgraph=True)
     state, lr = schedule.init(0.1, 0.1)
     lr = torch.tensor(lr, dtype=torch.float64)
     state, lr = step(state, lr, metric_for(name, 0, True))  # the one compilation
     got = [lr.item()]
     counters.clear()
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch.compiler.set_stance("fail_on_recompile"):
         for t in range(1, 50):
             state, lr = step(state, lr, metric_for(name, t, True))
             got.append(lr.item())
