@@ -14,6 +14,7 @@ import importlib
 import inspect
 import re
 import sys
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from purestep.data.datasets import DATASETS, DataSplit, as_split
@@ -37,6 +39,7 @@ from purestep.train.config import (
     OptimizerConfig,
     SchedulerConfig,
 )
+from purestep.train.metrics import infer_task as metric_task
 
 __all__ = [
     "LOSSES",
@@ -60,16 +63,16 @@ def _lm_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-# name -> (constructor, task)
-LOSSES: dict[str, tuple[Callable[..., Any], str | None]] = {
-    "cross_entropy": (nn.CrossEntropyLoss, "multiclass"),
-    "nll": (nn.NLLLoss, "multiclass"),
-    "lm_cross_entropy": (lambda: _lm_cross_entropy, "multiclass"),
-    "bce_with_logits": (nn.BCEWithLogitsLoss, "binary"),
-    "mse": (nn.MSELoss, "regression"),
-    "l1": (nn.L1Loss, "regression"),
-    "smooth_l1": (nn.SmoothL1Loss, "regression"),
-    "huber": (nn.HuberLoss, "regression"),
+# Built-in losses by config name (their metric task: ``purestep.train.metrics.infer_task``).
+LOSSES: dict[str, Callable[..., Any]] = {
+    "cross_entropy": nn.CrossEntropyLoss,
+    "nll": nn.NLLLoss,
+    "lm_cross_entropy": lambda: _lm_cross_entropy,
+    "bce_with_logits": nn.BCEWithLogitsLoss,
+    "mse": nn.MSELoss,
+    "l1": nn.L1Loss,
+    "smooth_l1": nn.SmoothL1Loss,
+    "huber": nn.HuberLoss,
 }
 
 
@@ -149,10 +152,45 @@ def call_with_section(
                     f"{section}.name: {label} must accept {', '.join(map(repr, fixed))} "
                     f"(called as {label}({', '.join(f'{k}=...' for k in fixed)}, ...))"
                 )
+    _check_annotations(fn, kwargs, section, label)
     try:
         return fn(**fixed, **kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{section}: {label}({_show(kwargs)}) failed: {err}") from err
+
+
+def _check_annotations(
+    fn: Callable[..., Any], kwargs: Mapping[str, Any], section: str, label: str
+) -> None:
+    """Check each value against ``fn``'s type annotation, if it has one pydantic reads, so
+    ``hidden: 64`` for ``hidden: Sequence[int]`` names ``model.hidden`` (the value passed
+    on is the config's own, not pydantic's conversion)."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: the call itself will tell
+        return
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        try:
+            adapter = TypeAdapter(hint)
+        except Exception:  # a type pydantic cannot validate (a torch class ...)
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError as err:
+            first = err.errors()[0]
+            msg = str(first["msg"]).replace("Input should be ", "expected ")
+            raise ConfigError(
+                f"{section}.{key}: {msg} for {label}'s {key}: {_hint_name(hint)} (got {value!r})"
+            ) from None
+
+
+def _hint_name(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("collections.abc.", "")
 
 
 def _show(kwargs: Mapping[str, Any]) -> str:
@@ -169,11 +207,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def infer_task(cfg: Config) -> str | None:
-    """The config's task, or the one its built-in loss implies."""
+    """The config's task, or the one its built-in loss implies (None for a user's loss)."""
     if cfg.task is not None:
         return cfg.task
-    entry = LOSSES.get(cfg.loss.name)
-    return entry[1] if entry is not None else None
+    return metric_task(cfg.loss.name) if cfg.loss.name in LOSSES else None
 
 
 def build_model(cfg: Config, *, input_example: torch.Tensor | None = None) -> nn.Module:
@@ -224,7 +261,7 @@ def build_criterion(cfg: LossConfig) -> Callable[[Any, Any], torch.Tensor]:
     """The loss the config names: a built-in, a loss class (built with the section's other
     keys) or a function ``(outputs, targets) -> loss`` (other keys bound to it)."""
     if cfg.name in LOSSES:
-        return call_with_section(LOSSES[cfg.name][0], cfg.kwargs, "loss")
+        return call_with_section(LOSSES[cfg.name], cfg.kwargs, "loss")
     target = resolve_name(cfg.name, LOSSES, "loss")
     if inspect.isclass(target):
         return call_with_section(target, cfg.kwargs, "loss")

@@ -143,14 +143,48 @@ class LossConfig(_OpenSection):
     name: str
 
 
-class ParamGroupConfig(_OpenSection):
+class _Hyperparameters(_OpenSection):
+    """torch.optim's common keyword arguments, typed so that ``lr: fast`` is an error
+    naming ``lr``; an optimizer's other arguments pass through as they are. Unset ones
+    (None) are left to the optimizer's defaults."""
+
+    lr: Float | None = None
+    weight_decay: Float | None = None
+    momentum: Float | None = None
+    dampening: Float | None = None
+    eps: Float | None = None
+    alpha: Float | None = None
+    rho: Float | None = None
+    lr_decay: Float | None = None
+    initial_accumulator_value: Float | None = None
+    momentum_decay: Float | None = None
+    betas: tuple[Float, Float] | None = None
+    nesterov: StrictBool | None = None
+    amsgrad: StrictBool | None = None
+    maximize: StrictBool | None = None
+    centered: StrictBool | None = None
+    decoupled_weight_decay: StrictBool | None = None
+    foreach: StrictBool | None = None
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The arguments given in the config (typed ones that are set, then the rest)."""
+        typed = {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k in _Hyperparameters.model_fields
+            if (v := getattr(self, k)) is not None
+        }
+        return {**typed, **(self.model_extra or {})}
+
+
+class ParamGroupConfig(_Hyperparameters):
     """``params``: a regex searched in parameter names; other keys override the
     optimizer's settings for those parameters."""
 
     params: str
 
 
-class OptimizerConfig(_OpenSection):
+class OptimizerConfig(_Hyperparameters):
     """``name``: a torch.optim class name (``Adam``, ``adamw``, ``SGD``); other keys are
     its keyword arguments (``lr``, ``betas``, ``weight_decay`` ...)."""
 
@@ -202,7 +236,8 @@ class WandbConfig(_Section):
 
 
 class MlflowConfig(_Section):
-    tracking_uri: str = "file:./mlruns"
+    # None: an SQLite store in the run directory (recent MLflow refuses file stores).
+    tracking_uri: str | None = None
     experiment: str = "purestep"
     run_name: str | None = None
 
@@ -321,6 +356,8 @@ def _describe(error: Mapping[str, Any]) -> str:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{path}: unknown key{hint} (allowed: {', '.join(allowed)})"
     if kind == "missing":
+        if loc and isinstance(loc[-1], int):
+            return f"{_path(loc[:-1])}: too few values (item [{loc[-1]}] is missing)"
         return f"{path}: required key is missing"
     msg = str(error["msg"]).removeprefix("Value error, ")
     if kind in ("model_type", "dict_type", "model_attributes_type"):
@@ -415,4 +452,15 @@ def _deep_copy(node: Any) -> Any:
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The resolved config as plain data: reads back with ``parse_config`` to the same
     ``Config`` (what ``OUT/config.yaml`` holds)."""
-    return cfg.model_dump(mode="json")
+    raw = cfg.model_dump(mode="json")
+    # Unset optimizer arguments are left out (None would read as "given").
+    unset = set(_Hyperparameters.model_fields)
+    opt = raw["optimizer"]
+    raw["optimizer"] = {
+        "name": opt.pop("name"),
+        **{k: v for k, v in opt.items() if not (k in unset and v is None)},
+    }
+    raw["optimizer"]["param_groups"] = [
+        {k: v for k, v in g.items() if not (k in unset and v is None)} for g in opt["param_groups"]
+    ]
+    return raw

@@ -308,8 +308,8 @@ def fit(
     steps_per_epoch = len(train_data) if hasattr(train_data, "__len__") else None  # type: ignore[arg-type]
     if loop.batch and not deterministic:
         loop.batch, loop.losses, loop.stats, loop.values = 0, None, {}, {}
-    if loop.epoch >= epochs or loop.stop_reason is not None:
-        loop.finished = True
+    # A finished run resumed with more epochs goes on (unless early stopping ended it).
+    loop.finished = loop.epoch >= epochs or loop.stop_reason is not None
     last_good = state
 
     def checkpoint(*, is_best: bool = False) -> Any:

@@ -26,13 +26,14 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, Protocol, runtime_checkable
 
 from tqdm import tqdm
+
+from purestep._io import write_atomic
 
 __all__ = [
     "Logger",
@@ -378,40 +379,6 @@ def make_loggers(
 
 
 # --- history files ---------------------------------------------------------------------
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where a directory cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash at any instant leaves either the old
-    file or the new one, never a mix: write a temp file beside it, fsync, rename, fsync
-    the directory. The temp file is removed if anything fails."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    # os.open with 0o666 lets the umask decide the mode, as for any new file.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))

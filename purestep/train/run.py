@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -231,38 +232,45 @@ def train_run(
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     run_cfg = config_to_dict(cfg)
-    checkpointer_probe = Checkpointer(ckpt_dir)
+    # Everything that can refuse the run happens before anything is written: the whole
+    # config is built, the checkpoint to resume from is loaded and checked.
+    exp = build_experiment(cfg, device=device, compile=compile)
+    existing = Checkpointer(ckpt_dir).latest() if ckpt_dir.exists() else None
     source: Path | None = None
-    if resume:
-        if isinstance(resume, str):
-            source = resolve_checkpoint(resume)
-        else:
-            source = checkpointer_probe.latest() if ckpt_dir.exists() else None
-            if source is None:
-                print_fn(f"no checkpoint in {ckpt_dir}: starting a fresh run")
-    elif checkpointer_probe.latest() is not None and not overwrite:
+    if isinstance(resume, str):
+        source = resolve_checkpoint(resume)
+    elif resume:
+        source = existing
+        if source is None:
+            print_fn(f"no checkpoint in {ckpt_dir}: starting a fresh run")
+    elif existing is not None and not overwrite:
         raise ConfigError(
             f"{out} already holds a run's checkpoints: pass --resume to continue it, "
             "--overwrite to replace it, or another --out"
         )
-    elif overwrite and ckpt_dir.exists():
-        import shutil
-
-        shutil.rmtree(ckpt_dir)
+    state = exp.initial_state()
+    loop = None
     if source is not None:
-        meta = read_meta(source)
-        changes = _config_changes(meta.get("config") or {}, run_cfg)
+        changes = _config_changes(read_meta(source).get("config") or {}, run_cfg)
         if changes:
             raise ConfigError(
                 f"the config differs from the checkpoint's ({source}): {'; '.join(changes)}; "
                 "resume with the same config (only train.epochs, train.compile, train.device "
                 "and log may change) or use another --out"
             )
+        restored = load_checkpoint(source, exp.train_step)
+        state, loop = restored.state.to(exp.device), restored.loop
+        if loop.stop_reason is not None or loop.epoch >= cfg.train.epochs:
+            why = "stopped early" if loop.stop_reason else f"{loop.epoch} epochs done"
+            print_fn(f"{source}: the run is finished ({why}); nothing to train")
+        else:
+            at = f"epoch {loop.epoch + 1}, batch {loop.batch}, step {loop.step}"
+            print_fn(f"resuming from {source} ({at})")
 
-    exp = build_experiment(cfg, device=device, compile=compile)
+    if overwrite and source is None and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False).encode())
-
     extra_tensors = {}
     if exp.standardizer is not None:
         extra_tensors = {
@@ -275,14 +283,6 @@ def train_run(
         extra_tensors=extra_tensors,
         extra_meta={"task": exp.task, "data": _split_meta(exp.train)},
     )
-    state = exp.initial_state()
-    loop = None
-    if source is not None:
-        restored = load_checkpoint(source, exp.train_step)
-        state, loop = restored.state.to(exp.device), restored.loop
-        print_fn(
-            f"resuming from {source} (epoch {loop.epoch + 1}, batch {loop.batch}, step {loop.step})"
-        )
 
     model_line = _param_summary(exp.model)
     mode = "compiled" if exp.train_step.compiled else "eager"
