@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from purestep.optim.base import Params
 
-__all__ = ["adam_family_hyperparams", "as_float", "params_device", "require"]
+__all__ = [
+    "adam_family_hyperparams",
+    "as_float",
+    "check_hyperparam",
+    "params_device",
+    "require",
+    "torch_check",
+]
 
 
 def as_float(name: str, value: Any) -> float:
@@ -29,6 +38,42 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+# torch.optim's check of each hyperparameter, by the name the rules give it, with torch's
+# message. NaN fails every one of them (every comparison with NaN is False), as in torch.
+_TORCH_CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lr": (lambda v: v >= 0.0, "Invalid learning rate: {}"),
+    "eps": (lambda v: v >= 0.0, "Invalid epsilon value: {}"),
+    "beta1": (lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 0: {}"),
+    "beta2": (lambda v: 0.0 <= v < 1.0, "Invalid beta parameter at index 1: {}"),
+    "weight_decay": (lambda v: v >= 0.0, "Invalid weight_decay value: {}"),
+    "momentum": (lambda v: v >= 0.0, "Invalid momentum value: {}"),
+    "alpha": (lambda v: v >= 0.0, "Invalid alpha value: {}"),
+    "rho": (lambda v: 0.0 <= v <= 1.0, "Invalid rho value: {}"),
+    "lr_decay": (lambda v: v >= 0.0, "Invalid lr_decay value: {}"),
+    "momentum_decay": (lambda v: v >= 0.0, "Invalid momentum_decay value: {}"),
+    "initial_accumulator_value": (
+        lambda v: v >= 0.0,
+        "Invalid initial_accumulator_value value: {}",
+    ),
+}
+
+
+def torch_check(name: str, value: float) -> None:
+    """``ValueError`` with torch.optim's message where torch rejects ``value`` for the
+    hyperparameter ``name`` (names without a torch check pass)."""
+    check = _TORCH_CHECKS.get(name)
+    if check is not None:
+        valid, message = check
+        require(valid(value), message.format(value))
+
+
+def check_hyperparam(name: str, value: float) -> None:
+    """A new value for a hyperparameter of a built rule (``set_hyperparam``): torch's check
+    as at construction, and finite (an infinite one turns the parameters into NaN)."""
+    torch_check(name, value)
+    require(math.isfinite(value), f"hyperparameter {name!r} must be finite, got {value}")
+
+
 def adam_family_hyperparams(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> dict[str, float]:
     """``lr``, ``betas``, ``eps`` and ``weight_decay`` checked as torch's Adam-family
     optimizers check them (same messages), as ``{"lr", "beta1", "beta2", "eps",
@@ -39,12 +84,10 @@ def adam_family_hyperparams(lr: Any, betas: Any, eps: Any, weight_decay: Any) ->
     if not isinstance(betas, tuple | list) or len(betas) != 2:
         raise TypeError(f"betas must be a pair of floats, got {betas!r}")
     beta1, beta2 = as_float("betas[0]", betas[0]), as_float("betas[1]", betas[1])
-    require(lr >= 0.0, f"Invalid learning rate: {lr}")
-    require(eps >= 0.0, f"Invalid epsilon value: {eps}")
-    require(0.0 <= beta1 < 1.0, f"Invalid beta parameter at index 0: {beta1}")
-    require(0.0 <= beta2 < 1.0, f"Invalid beta parameter at index 1: {beta2}")
-    require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
-    return {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
+    values = {"lr": lr, "eps": eps, "beta1": beta1, "beta2": beta2, "weight_decay": weight_decay}
+    for name, value in values.items():
+        torch_check(name, value)
+    return {k: values[k] for k in ("lr", "beta1", "beta2", "eps", "weight_decay")}
 
 
 def params_device(params: Params) -> torch.device | None:

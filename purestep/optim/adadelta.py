@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 
 from purestep.optim import _scalar_ops as ops
-from purestep.optim._validate import as_float, check_grads, params_device, require
+from purestep.optim._validate import as_float, check_grads, params_device, torch_check
 from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
@@ -70,10 +70,10 @@ def adadelta(
     rho = as_float("rho", rho)
     eps = as_float("eps", eps)
     weight_decay = as_float("weight_decay", weight_decay)
-    require(lr >= 0.0, f"Invalid learning rate: {lr}")
-    require(0.0 <= rho <= 1.0, f"Invalid rho value: {rho}")
-    require(eps >= 0.0, f"Invalid epsilon value: {eps}")
-    require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    torch_check("lr", lr)
+    torch_check("rho", rho)
+    torch_check("eps", eps)
+    torch_check("weight_decay", weight_decay)
     static = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay}
     dynamic = dynamic_names(dynamic, static)
     use_decay = weight_decay != 0

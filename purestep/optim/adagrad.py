@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 
 from purestep.optim import _scalar_ops as ops
-from purestep.optim._validate import as_float, check_grads, params_device, require
+from purestep.optim._validate import as_float, check_grads, params_device, torch_check
 from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
@@ -72,14 +72,11 @@ def adagrad(
     weight_decay = as_float("weight_decay", weight_decay)
     initial_accumulator_value = as_float("initial_accumulator_value", initial_accumulator_value)
     eps = as_float("eps", eps)
-    require(lr >= 0.0, f"Invalid learning rate: {lr}")
-    require(lr_decay >= 0.0, f"Invalid lr_decay value: {lr_decay}")
-    require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
-    require(
-        initial_accumulator_value >= 0.0,
-        f"Invalid initial_accumulator_value value: {initial_accumulator_value}",
-    )
-    require(eps >= 0.0, f"Invalid epsilon value: {eps}")
+    torch_check("lr", lr)
+    torch_check("lr_decay", lr_decay)
+    torch_check("weight_decay", weight_decay)
+    torch_check("initial_accumulator_value", initial_accumulator_value)
+    torch_check("eps", eps)
     static = {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay, "eps": eps}
     dynamic = dynamic_names(dynamic, static)
     use_decay = weight_decay != 0

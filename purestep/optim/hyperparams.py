@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from purestep.optim._scalar_ops import Scalar, host_value
+from purestep.optim._validate import check_hyperparam
 from purestep.optim.base import is_rule_state
 from purestep.pytree import find_nodes, map_nodes
 
@@ -114,12 +115,28 @@ def replace_lrs(opt_state: Any, lrs: list[torch.Tensor]) -> Any:
 
 
 def set_hyperparam(opt_state: Any, name: str, value: float | torch.Tensor) -> Any:
-    """A new state with every dynamic hyperparameter ``name`` set to ``value``."""
+    """A new state with every dynamic hyperparameter ``name`` set to ``value``.
+
+    The value is checked as the rule's constructor checks it (torch.optim's messages:
+    ``Invalid learning rate: -0.1``), and must be finite. A tensor value is checked where
+    reading it is free (eager, CPU, outside ``vmap``); under ``torch.compile``, ``vmap`` or
+    on an accelerator it is taken as it is.
+
+    Raises:
+        KeyError: the state holds no dynamic hyperparameter ``name``.
+        TypeError: ``value`` is not a number or a one-element tensor.
+        ValueError: ``value`` is out of range, NaN or infinite.
+    """
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"hyperparameter {name!r} must be a scalar, got shape {value.shape}")
+        readable = host_value(value.detach().reshape(()))
+        if not isinstance(readable, torch.Tensor):
+            check_hyperparam(name, float(readable))
     elif not isinstance(value, int | float) or isinstance(value, bool):
         raise TypeError(f"hyperparameter {name!r} must be a number, got {type(value).__name__}")
+    else:
+        check_hyperparam(name, float(value))
     get_hyperparam(opt_state, name)  # raises if absent
 
     def replace(hp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -37,7 +37,7 @@ from purestep.optim._validate import (
     as_float,
     check_grads,
     params_device,
-    require,
+    torch_check,
 )
 from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
@@ -88,10 +88,7 @@ def nadam(
     """
     static = adam_family_hyperparams(lr, betas, eps, weight_decay)
     static["momentum_decay"] = as_float("momentum_decay", momentum_decay)
-    require(
-        static["momentum_decay"] >= 0.0,
-        f"Invalid momentum_decay value: {static['momentum_decay']}",
-    )
+    torch_check("momentum_decay", static["momentum_decay"])
     dynamic = dynamic_names(dynamic, static)
     use_decay = static["weight_decay"] != 0
 

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 
 from purestep.optim import _scalar_ops as ops
-from purestep.optim._validate import as_float, check_grads, params_device, require
+from purestep.optim._validate import as_float, check_grads, params_device, torch_check
 from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
@@ -80,11 +80,11 @@ def rmsprop(
     eps = as_float("eps", eps)
     weight_decay = as_float("weight_decay", weight_decay)
     momentum = as_float("momentum", momentum)
-    require(lr >= 0.0, f"Invalid learning rate: {lr}")
-    require(eps >= 0.0, f"Invalid epsilon value: {eps}")
-    require(momentum >= 0.0, f"Invalid momentum value: {momentum}")
-    require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
-    require(alpha >= 0.0, f"Invalid alpha value: {alpha}")
+    torch_check("lr", lr)
+    torch_check("eps", eps)
+    torch_check("momentum", momentum)
+    torch_check("weight_decay", weight_decay)
+    torch_check("alpha", alpha)
     static = {
         "lr": lr,
         "alpha": alpha,

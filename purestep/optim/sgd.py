@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 
 from purestep.optim import _scalar_ops as ops
-from purestep.optim._validate import as_float, check_grads, params_device, require
+from purestep.optim._validate import as_float, check_grads, params_device, require, torch_check
 from purestep.optim.base import Optimizer, Params, Updates, rule_state
 from purestep.optim.hyperparams import dynamic_names, hyperparam_tensors, resolve_hyperparams
 
@@ -68,9 +68,9 @@ def sgd(
     momentum = as_float("momentum", momentum)
     dampening = as_float("dampening", dampening)
     weight_decay = as_float("weight_decay", weight_decay)
-    require(lr >= 0.0, f"Invalid learning rate: {lr}")
-    require(momentum >= 0.0, f"Invalid momentum value: {momentum}")
-    require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    torch_check("lr", lr)
+    torch_check("momentum", momentum)
+    torch_check("weight_decay", weight_decay)
     require(
         not nesterov or (momentum > 0 and dampening == 0),
         "Nesterov momentum requires a momentum and zero dampening",

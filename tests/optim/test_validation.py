@@ -98,3 +98,70 @@ def test_grad_keys_must_match_params():
     params = {"w": torch.zeros(2)}
     with pytest.raises(ValueError, match=r"missing \['w'\], extra \['v'\]"):
         opt.step({"v": torch.zeros(2)}, opt.init(params), params)
+
+
+NAN, INF = float("nan"), float("inf")
+# (rule, hyperparameter, bad value, a torch class and keywords that reject it: the message
+# to expect; torch.optim.SGD lets a NaN lr through where Adam says "Invalid learning rate")
+BAD_VALUES = [
+    ("sgd", "lr", -0.1, "sgd", {"lr": -0.1}),
+    ("sgd", "lr", NAN, "adam", {"lr": NAN}),
+    ("sgd", "momentum", -0.5, "sgd", {"momentum": -0.5}),
+    ("adam", "beta1", 1.0, "adam", {"betas": (1.0, 0.999)}),
+    ("adam", "beta2", NAN, "adam", {"betas": (0.9, NAN)}),
+    ("adam", "eps", -1e-8, "adam", {"eps": -1e-8}),
+    ("adamw", "weight_decay", -0.1, "adamw", {"weight_decay": -0.1}),
+    ("rmsprop", "alpha", -0.1, "rmsprop", {"alpha": -0.1}),
+    ("adadelta", "rho", 1.5, "adadelta", {"rho": 1.5}),
+    ("adagrad", "lr_decay", -1.0, "adagrad", {"lr_decay": -1.0}),
+    ("nadam", "momentum_decay", NAN, "nadam", {"momentum_decay": NAN}),
+]
+TORCH_CLASSES = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "adadelta": torch.optim.Adadelta,
+    "adagrad": torch.optim.Adagrad,
+    "nadam": torch.optim.NAdam,
+}
+
+
+@pytest.mark.parametrize(
+    ("rule", "name", "value", "torch_rule", "torch_kwargs"),
+    BAD_VALUES,
+    ids=[f"{r}-{n}-{v}" for r, n, v, _, _ in BAD_VALUES],
+)
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["float", "tensor"])
+def test_set_hyperparam_rejects_what_the_constructor_rejects(
+    rule, name, value, torch_rule, torch_kwargs, as_tensor
+):
+    """torch's constructor message, for a float or an (eager CPU) tensor."""
+    with pytest.raises(ValueError) as torch_error:
+        TORCH_CLASSES[torch_rule]([torch.zeros(1, requires_grad=True)], **torch_kwargs)
+    state = getattr(ps.optim, rule)(dynamic="all").init({"w": torch.zeros(3)})
+    new_value = torch.tensor(value, dtype=torch.float64) if as_tensor else value
+    with pytest.raises(ValueError, match=re.escape(str(torch_error.value))):
+        ps.optim.set_hyperparam(state, name, new_value)
+
+
+@pytest.mark.parametrize("value", [INF, -INF])
+@pytest.mark.parametrize("name", ["lr", "eps", "weight_decay", "dampening"])
+def test_set_hyperparam_rejects_infinity(name, value):
+    """torch's constructors let lr=inf through; a step with it turns the parameters into NaN,
+    so a changed value must be finite (negative ones get torch's message first)."""
+    state = ps.optim.sgd(momentum=0.9, weight_decay=0.1, dynamic="all").init({"w": torch.ones(2)})
+    if name == "eps":
+        state = ps.optim.adam(dynamic="all").init({"w": torch.ones(2)})
+    expected = f"hyperparameter '{name}' must be finite, got {value}"
+    if value < 0 and name != "dampening":
+        expected = "Invalid"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        ps.optim.set_hyperparam(state, name, value)
+
+
+def test_set_hyperparam_keeps_valid_edge_values():
+    state = ps.optim.adam(dynamic="all").init({"w": torch.ones(2)})
+    for name, value in [("lr", 0.0), ("beta1", 0.0), ("eps", 0.0), ("weight_decay", 0.0)]:
+        state = ps.optim.set_hyperparam(state, name, value)
+        assert float(ps.optim.get_hyperparam(state, name)) == value
