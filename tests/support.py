@@ -93,7 +93,8 @@ def run_bitwise(
 ) -> int | None:
     """Run the imperative loop (over ``model``/``torch_opt``) and the pure step side by side;
     return the first step where any loss, parameter, buffer or optimizer-state tensor differs
-    bitwise, or None.
+    bitwise, or None. An optimizer-state tensor on one side only (and not documented in
+    ``ps.parity.NO_COUNTERPART``) raises ``AssertionError``: it would be skipped otherwise.
 
     ``before_step(model)`` runs between ``backward()`` and ``optimizer.step()`` (e.g. gradient
     clipping); if it returns False the step is skipped. ``torch_scheduler.step()`` runs after
@@ -103,6 +104,7 @@ def run_bitwise(
 
     spec_model = copy.deepcopy(model)
     state = ps.TrainState.create(model, opt, seed=seed)
+    initial_view = torch_state_view(state.opt_state)
     step = ps.make_train_step(spec_model, criterion, opt)
     key = ps.rng_key(seed)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -128,10 +130,12 @@ def run_bitwise(
             if not same_bits(b, state.buffers[n]):
                 return t
         view = torch_state_view(state.opt_state)
-        for p, s in torch_opt.state.items():
-            for k, v in s.items():
-                if isinstance(v, torch.Tensor) and k in view[names[id(p)]]:
-                    fun = view[names[id(p)]][k]
-                    if not same_bits(v.to(fun.dtype) if k == "step" else v, fun):
-                        return t
+        match = ps.parity.match_optimizer_state(torch_opt, names, view, initial_view)
+        if match.unmatched:
+            raise AssertionError(
+                f"step {t}: optimizer state without counterpart: {match.unmatched}"
+            )
+        for name, v, fun in match.pairs:
+            if not same_bits(v.to(fun.dtype) if name.endswith(".step") else v, fun):
+                return t
     return None

@@ -2,13 +2,17 @@
 
 from purestep.parity.compare import assert_parity, compare, compare_compiled
 from purestep.parity.report import Divergence, ParityReport, StepRecord, ulp_distance
+from purestep.parity.state_match import NO_COUNTERPART, StateMatch, match_optimizer_state
 
 __all__ = [
+    "NO_COUNTERPART",
     "Divergence",
     "ParityReport",
+    "StateMatch",
     "StepRecord",
     "assert_parity",
     "compare",
     "compare_compiled",
+    "match_optimizer_state",
     "ulp_distance",
 ]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -39,6 +38,7 @@ from purestep.optim.hyperparams import lr_tensors, replace_lrs
 from purestep.optim.transforms import clip_by_global_norm
 from purestep.optim.wrappers import MultiStepsState, multi_steps
 from purestep.parity.report import Divergence, ParityReport, StepRecord, ulp_distance
+from purestep.parity.state_match import match_optimizer_state
 
 __all__ = ["assert_parity", "compare", "compare_compiled"]
 
@@ -58,21 +58,36 @@ def _make_model(model: nn.Module | Callable[[], nn.Module]) -> nn.Module:
 
 
 def _make_torch_optimizer(
-    factory: Callable[..., torch.optim.Optimizer], model: nn.Module
+    from_params: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None,
+    from_model: Callable[[nn.Module], torch.optim.Optimizer] | None,
+    model: nn.Module,
 ) -> torch.optim.Optimizer:
+    """The reference optimizer, from exactly one of the two factories."""
+    if (from_params is None) == (from_model is None):
+        raise TypeError(
+            "give exactly one of torch_optimizer (lambda params: torch.optim.Adam(params)) and "
+            "torch_optimizer_from_model (lambda model: ..., e.g. param groups by name), got "
+            + ("both" if from_params is not None else "neither")
+        )
+    name = "torch_optimizer" if from_params is not None else "torch_optimizer_from_model"
+    factory = from_params if from_params is not None else from_model
     if not callable(factory):
-        raise TypeError(
-            "torch_optimizer must be a factory such as lambda params: torch.optim.Adam(params)"
-        )
-    try:
-        first = next(iter(inspect.signature(factory).parameters))
-    except (StopIteration, TypeError, ValueError):
-        first = ""
-    opt = factory(model) if first == "model" else factory(model.parameters())
+        raise TypeError(f"{name} must be callable, got {type(factory).__name__}")
+    if from_params is not None:
+        try:
+            opt = from_params(model.parameters())
+        except (AttributeError, TypeError) as err:
+            # The usual cause: a factory written for the model (param groups by name).
+            raise TypeError(
+                f"torch_optimizer(model.parameters()) raised {type(err).__name__}: {err}. "
+                "torch_optimizer receives the parameters; a factory that needs the model "
+                "goes in torch_optimizer_from_model="
+            ) from err
+    else:
+        assert from_model is not None
+        opt = from_model(model)
     if not isinstance(opt, torch.optim.Optimizer):
-        raise TypeError(
-            f"torch_optimizer returned {type(opt).__name__}, not a torch.optim.Optimizer"
-        )
+        raise TypeError(f"{name} returned {type(opt).__name__}, not a torch.optim.Optimizer")
     return opt
 
 
@@ -103,19 +118,32 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 class _Comparator:
-    """Accumulates one step's differences and finds the first divergent element."""
+    """Accumulates one step's differences and finds the first divergent element; records
+    in ``report`` what it compared and what had no counterpart."""
 
-    def __init__(self, mode: str, rtol: float, atol: float, step: int) -> None:
-        self.mode, self.rtol, self.atol, self.step = mode, rtol, atol, step
+    def __init__(self, report: ParityReport, step: int) -> None:
+        self.report, self.step = report, step
+        self.mode, self.rtol, self.atol = report.mode, report.rtol, report.atol
         self.max_abs: dict[str, float] = {}
         self.max_rel: dict[str, float] = {}
         self.divergence: Divergence | None = None
 
     def __call__(self, category: str, name: str, ref: torch.Tensor, fun: torch.Tensor) -> None:
+        names = self.report.compared.setdefault(category, [])
+        if (name or category) not in names:
+            names.append(name or category)
         ref = ref.detach()
         fun = fun.detach().to(ref.device)
         if ref.shape != fun.shape:
-            self._diverge(category, name, (), float("nan"), float("nan"), -1)
+            self._diverge(
+                category,
+                name,
+                (),
+                float("nan"),
+                float("nan"),
+                -1,
+                f"shape {tuple(ref.shape)} (reference) vs {tuple(fun.shape)} (functional)",
+            )
             return
         if fun.dtype != ref.dtype:
             fun = fun.to(ref.dtype)
@@ -141,20 +169,35 @@ class _Comparator:
             r, f = ref.reshape(-1)[flat], fun.reshape(-1)[flat]
             self._diverge(category, name, index, r.item(), f.item(), ulp_distance(r, f))
 
+    def missing(self, category: str, description: str) -> None:
+        """A tensor on one side only: it cannot be compared, so the check fails."""
+        if description not in self.report.uncompared:
+            self.report.uncompared.append(description)
+        name, _, why = description.partition(": ")
+        self._diverge(category, name, (), float("nan"), float("nan"), -1, f"not compared, {why}")
+
     def _diverge(
-        self, category: str, name: str, index: tuple[int, ...], r: float, f: float, ulp: int
+        self,
+        category: str,
+        name: str,
+        index: tuple[int, ...],
+        r: float,
+        f: float,
+        ulp: int,
+        reason: str = "",
     ) -> None:
         if self.divergence is None:
-            self.divergence = Divergence(self.step, category, name, index, r, f, ulp)
+            self.divergence = Divergence(self.step, category, name, index, r, f, ulp, reason)
 
 
 def compare(
     model: nn.Module | Callable[[], nn.Module],
     criterion: Callable[[Any, Any], torch.Tensor],
-    torch_optimizer: Callable[..., torch.optim.Optimizer],
-    batches: Iterable[Any],
+    torch_optimizer: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None = None,
+    batches: Iterable[Any] | None = None,
     steps: int = 100,
     *,
+    torch_optimizer_from_model: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
     mode: str = "bitwise",
     rtol: float = 1e-5,
     atol: float = 1e-7,
@@ -175,10 +218,14 @@ def compare(
         model: a factory returning identical fresh models, or a model (deep-copied).
         criterion: ``(outputs, targets) -> loss``; batches are ``(inputs..., targets)``. For
             models returning dicts or tuples, the criterion picks the output.
-        torch_optimizer: ``lambda params: torch.optim.X(params, ...)``; a factory whose
-            first parameter is named ``model`` receives the model (for param groups).
+        torch_optimizer: ``lambda params: torch.optim.X(params, ...)``, called with
+            ``model.parameters()``.
         batches: any iterable of batches (a DataLoader works); re-iterated if shorter.
+            Required (its default only lets ``torch_optimizer`` be left out).
         steps: number of training steps (micro-batches) to compare (> 0).
+        torch_optimizer_from_model: ``lambda model: torch.optim.X(...)``, called with the
+            reference model, for param groups chosen by name. Give exactly one of
+            ``torch_optimizer`` and ``torch_optimizer_from_model``.
         mode: ``"bitwise"`` (``==`` on every element) or ``"close"`` (``rtol``/``atol``).
         forcing: ``"free"``: both sides run on their own (errors accumulate);
             ``"teacher"``: after each step the functional side is reset to the reference,
@@ -196,9 +243,16 @@ def compare(
         seed: the random seed of both sides.
         device: run both sides there (default: where the model is).
 
+    Every tensor of the torch optimizer's state is compared with its functional
+    counterpart (``torch_state_view``); one found on one side only fails the check (in
+    every mode), unless ``state_match.NO_COUNTERPART`` documents it (a note in the report).
+    ``report.compared`` lists the tensors compared per category.
+
     Returns:
         A ``ParityReport``; ``report.ok`` is the verdict.
     """
+    if batches is None:
+        raise TypeError("compare() needs batches: an iterable of (inputs..., targets)")
     _check_args(mode, forcing, steps, rtol, atol)
     if (
         isinstance(accumulation_steps, bool)
@@ -217,7 +271,7 @@ def compare(
     k = accumulation_steps
 
     ref_model, fun_model, dev = _two_models(model, device)
-    torch_opt = _make_torch_optimizer(torch_optimizer, ref_model)
+    torch_opt = _make_torch_optimizer(torch_optimizer, torch_optimizer_from_model, ref_model)
     torch_sched = scheduler(torch_opt) if scheduler is not None else None
     if optimizer is not None:
         fun_opt = optimizer
@@ -233,6 +287,7 @@ def compare(
         return loss / k if k > 1 else loss
 
     state = TrainState.create(ref_model, fun_opt, seed=seed)
+    initial_view = torch_state_view(state.opt_state)
     step_fn = make_train_step(fun_model, scaled, fun_opt, return_grads=True, autocast=autocast)
     if compile:
         step_fn = compile_step(step_fn)
@@ -292,20 +347,25 @@ def compare(
             else {n: fun_acc[n] + g for n, g in metrics["grads"].items()}
         )
 
-        cmp = _Comparator(mode, rtol, atol, t)
+        cmp = _Comparator(report, t)
         cmp("loss", "", loss.detach(), metrics["loss"])
         for n, b in ref_model.named_buffers():
             cmp("buffers", n, b, state.buffers[n])
         for n, g in fun_acc.items():
             cmp("grads", n, grads_before_step.get(n, torch.zeros_like(g)), g)
-        fun_view = torch_state_view(state.opt_state)
-        for param, param_state in torch_opt.state.items():
-            owner = names.get(id(param))
-            if owner is None:
-                continue
-            for key, value in param_state.items():
-                if isinstance(value, torch.Tensor) and key in fun_view.get(owner, {}):
-                    cmp("opt_state", f"{owner}.{key}", value, fun_view[owner][key])
+        for n in sorted(grads_before_step.keys() - fun_acc.keys()):
+            cmp.missing("grads", f"{n}: a gradient the functional step does not return")
+        match = match_optimizer_state(
+            torch_opt, names, torch_state_view(state.opt_state), initial_view
+        )
+        for name, ref_value, fun_value in match.pairs:
+            cmp("opt_state", name, ref_value, fun_value)
+        for description in match.unmatched:
+            cmp.missing("opt_state", description)
+        for key, why in match.documented.items():
+            note = f"optimizer-state key {key!r} not compared: {why}"
+            if note not in report.notes:
+                report.notes.append(note)
         for n, p in ref_model.named_parameters():
             cmp("params", n, p, state.params[n])
         if "rng" not in report.info and not torch.equal(ref_key, state.rng):
@@ -442,20 +502,25 @@ def compare_compiled(
         batch = _to_device(batch, dev)
         e_state, e_m = eager(state, batch)
         c_state, c_m = compiled(state, batch)
-        cmp = _Comparator("close", rtol, atol, t)
+        cmp = _Comparator(report, t)
         cmp("loss", "", e_m["loss"], c_m["loss"])
         for n, b in e_state.buffers.items():
             cmp("buffers", n, b, c_state.buffers[n])
         for n, g in e_m["grads"].items():
             cmp("grads", n, g, c_m["grads"][n])
         e_view, c_view = torch_state_view(e_state.opt_state), torch_state_view(c_state.opt_state)
-        for n, entries in e_view.items():
-            for key, value in entries.items():
-                cmp("opt_state", f"{n}.{key}", value, c_view[n][key])
+        for n in sorted(e_view.keys() | c_view.keys()):
+            e_entries, c_entries = e_view.get(n, {}), c_view.get(n, {})
+            for key in sorted(e_entries.keys() | c_entries.keys()):
+                if key in e_entries and key in c_entries:
+                    cmp("opt_state", f"{n}.{key}", e_entries[key], c_entries[key])
+                else:
+                    side = "eager" if key in e_entries else "compiled"
+                    cmp.missing("opt_state", f"{n}.{key}: only in the {side} state")
         for n, p in e_state.params.items():
             cmp("params", n, p, c_state.params[n])
         if not torch.equal(e_state.rng, c_state.rng):
-            cmp._diverge("rng", "", (), float("nan"), float("nan"), -1)
+            cmp._diverge("rng", "", (), float("nan"), float("nan"), -1, "random keys differ")
         report.records.append(
             StepRecord(
                 t,

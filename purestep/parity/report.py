@@ -56,9 +56,12 @@ class Divergence:
     ref_value: float
     fun_value: float
     ulp: int
+    reason: str = ""  # set when there was no value to compare (shape, a missing counterpart)
 
     def __str__(self) -> str:
         where = f"{self.category}[{self.name!r}]" if self.name else self.category
+        if self.reason:
+            return f"first divergence at step {self.step}: {where}: {self.reason}"
         idx = f" at index {self.index}" if self.index else ""
         return (
             f"first divergence at step {self.step}: {where}{idx}: reference {self.ref_value!r} "
@@ -68,7 +71,12 @@ class Divergence:
 
 @dataclass
 class ParityReport:
-    """What ``purestep.parity.compare`` found. ``ok`` is True when no step diverged."""
+    """What ``purestep.parity.compare`` found. ``ok`` is True when no step diverged.
+
+    ``compared`` lists, per category, the tensors that were compared (a check that compares
+    nothing is visible, not silently green); ``uncompared`` the tensors found on one side
+    only, each of which fails the check; ``hint`` a likely explanation of a failure.
+    """
 
     mode: str
     forcing: str
@@ -79,6 +87,9 @@ class ParityReport:
     first_divergence: Divergence | None = None
     notes: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    compared: dict[str, list[str]] = field(default_factory=dict)
+    uncompared: list[str] = field(default_factory=list)
+    hint: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -92,10 +103,26 @@ class ParityReport:
         """Largest absolute difference in ``category`` over all steps."""
         return max((r.max_abs.get(category, 0.0) for r in self.records), default=0.0)
 
+    def compared_counts(self) -> dict[str, int]:
+        """Number of distinct tensors compared per category (0 where none was)."""
+        return {c: len(self.compared.get(c, [])) for c in CATEGORIES}
+
+    def compared_text(self) -> str:
+        """What was compared, e.g. ``loss, 4 grads, 4 params, 0 buffers, 12 optimizer-state
+        tensors (exp_avg, exp_avg_sq, step)``."""
+        counts = self.compared_counts()
+        keys = sorted({n.rsplit(".", 1)[-1] for n in self.compared.get("opt_state", [])})
+        parts = ["loss" if counts["loss"] else "no loss"]
+        parts += [f"{counts[c]} {c}" for c in ("grads", "params", "buffers")]
+        state = f"{counts['opt_state']} optimizer-state tensors"
+        parts.append(state + (f" ({', '.join(keys)})" if keys else ""))
+        return ", ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["ok"] = self.ok
         out["steps"] = self.steps
+        out["compared_counts"] = self.compared_counts()
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -122,9 +149,10 @@ class ParityReport:
         return [self.records[i] for i in picked]
 
     def _table(self, limit: int | None) -> list[str]:
+        counts = self.compared_counts()
         head = (
             "| step | loss (reference) | loss (functional) | "
-            + " | ".join(f"max abs {c}" for c in CATEGORIES[1:])
+            + " | ".join(f"max abs {c} ({counts[c]})" for c in CATEGORIES[1:])
             + " |"
         )
         lines = [head, "|" + "---|" * (3 + len(CATEGORIES) - 1)]
@@ -139,23 +167,27 @@ class ParityReport:
         return lines
 
     def summary(self) -> str:
-        """One line verdict."""
+        """One line: the verdict, what was compared, and a hint on a failure."""
         tol = "bitwise" if self.mode == "bitwise" else f"close (rtol={self.rtol}, atol={self.atol})"
-        if self.ok:
-            return f"PARITY OK: {self.steps} steps {tol}, forcing={self.forcing}"
         if not self.records:
             return "PARITY NOT RUN: no steps were compared"
-        return f"PARITY FAILED ({tol}, forcing={self.forcing}): {self.first_divergence}"
+        compared = f"compared {self.compared_text()}"
+        if self.ok:
+            return f"PARITY OK: {self.steps} steps {tol}, forcing={self.forcing}; {compared}"
+        line = f"PARITY FAILED ({tol}, forcing={self.forcing}): {self.first_divergence}; {compared}"
+        return line + (f". Hint: {self.hint}" if self.hint else "")
 
     def to_markdown(self, limit: int | None = None) -> str:
-        """Verdict, notes and the per-step table (all steps unless ``limit``)."""
+        """Verdict, notes, tensors without a counterpart and the per-step table (all steps
+        unless ``limit``; the header counts the tensors compared per category)."""
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
         ):
             raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
         parts = [f"**{self.summary()}**", ""]
         parts += [f"- {n}" for n in self.notes]
-        if self.notes:
+        parts += [f"- not compared (no counterpart): {u}" for u in self.uncompared]
+        if self.notes or self.uncompared:
             parts.append("")
         parts += self._table(limit)
         return "\n".join(parts)

@@ -187,19 +187,131 @@ def test_ulp_distance():
     assert ps.parity.ulp_distance(one, one.double()) == -1
 
 
-def test_param_groups_with_equal_settings_and_model_factory_argument():
+def test_param_groups_from_a_model_factory():
     report = ps.parity.compare(
         mlp,
         F.cross_entropy,
-        lambda model: torch.optim.SGD(
+        batches=batches((10,)),
+        steps=20,
+        torch_optimizer_from_model=lambda model: torch.optim.SGD(
             [{"params": model[0].parameters()}, {"params": model[3].parameters()}],
             lr=0.1,
             foreach=False,
         ),
-        batches((10,)),
-        steps=20,
     )
     assert report.ok
+
+
+def test_the_torch_optimizer_is_chosen_explicitly_not_by_parameter_name():
+    # Old code: a factory whose first parameter is named `model` silently got the model.
+    def by_model(model):
+        return torch.optim.SGD(model[0].parameters(), lr=0.1)
+
+    with pytest.raises(TypeError, match="goes in torch_optimizer_from_model="):
+        ps.parity.compare(mlp, F.cross_entropy, by_model, batches((10,)), steps=2)
+    with pytest.raises(TypeError, match="exactly one of torch_optimizer .* got both"):
+        ps.parity.compare(
+            mlp, F.cross_entropy, adam, batches((10,)), steps=2, torch_optimizer_from_model=by_model
+        )
+    with pytest.raises(TypeError, match="exactly one of torch_optimizer .* got neither"):
+        ps.parity.compare(mlp, F.cross_entropy, batches=batches((10,)), steps=2)
+    with pytest.raises(TypeError, match="torch_optimizer_from_model must be callable"):
+        ps.parity.compare(
+            mlp, F.cross_entropy, batches=batches((10,)), torch_optimizer_from_model=3
+        )
+    with pytest.raises(TypeError, match="torch_optimizer_from_model returned str"):
+        ps.parity.compare(
+            mlp, F.cross_entropy, batches=batches((10,)), torch_optimizer_from_model=lambda m: "x"
+        )
+    with pytest.raises(TypeError, match="compare\\(\\) needs batches"):
+        ps.parity.compare(mlp, F.cross_entropy, adam, steps=2)
+
+
+# -- the check never passes vacuously ----------------------------------------------------
+
+
+def test_report_lists_what_was_compared():
+    report = ps.parity.compare(cnn, F.cross_entropy, adam, batches((1, 6, 6)), steps=3)
+    assert report.ok, str(report)
+    counts = {"loss": 1, "buffers": 3, "grads": 6, "opt_state": 18, "params": 6}
+    assert report.compared_counts() == counts
+    assert "1.running_mean" in report.compared["buffers"]
+    assert "0.weight.exp_avg_sq" in report.compared["opt_state"]
+    assert report.summary().endswith(
+        "compared loss, 6 grads, 6 params, 3 buffers, "
+        "18 optimizer-state tensors (exp_avg, exp_avg_sq, step)"
+    )
+    assert "| max abs buffers (3) | max abs grads (6) |" in report.to_markdown()
+    data = json.loads(report.to_json())
+    assert data["compared_counts"] == counts and data["uncompared"] == []
+    assert data["compared"]["params"] == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "4.weight",
+        "4.bias",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("torch_amsgrad", "missing"),
+    [(True, "only in torch's state"), (False, "only in the functional state")],
+    ids=["torch-only", "functional-only"],
+)
+def test_an_optimizer_state_tensor_on_one_side_only_fails(torch_amsgrad, missing):
+    # amsgrad's max_exp_avg_sq on one side only: the first step's update is the same either
+    # way, so the old check (which skipped keys the functional state lacks) passed.
+    report = ps.parity.compare(
+        mlp,
+        F.cross_entropy,
+        lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=torch_amsgrad, foreach=False),
+        batches((10,)),
+        steps=1,
+        optimizer=ps.optim.adam(lr=1e-2, amsgrad=not torch_amsgrad),
+    )
+    assert not report.ok
+    d = report.first_divergence
+    assert (d.step, d.category, d.name) == (0, "opt_state", "0.weight.max_exp_avg_sq")
+    assert f"opt_state['0.weight.max_exp_avg_sq']: not compared, {missing}" in report.summary()
+    assert len(report.uncompared) == 4  # one per parameter
+    assert "not compared (no counterpart): 3.bias.max_exp_avg_sq" in report.to_markdown()
+    assert len(json.loads(report.to_json())["uncompared"]) == 4
+    assert report.max_abs("params") == 0.0  # the tensors that were compared agreed
+
+
+def test_state_of_a_parameter_torch_has_not_stepped_must_stay_initial():
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = nn.Linear(10, 4)
+            self.spare = nn.Parameter(torch.ones(3))  # never used: torch never steps it
+
+        def forward(self, x):
+            return self.fc(x)
+
+    report = ps.parity.compare(Unused, F.cross_entropy, adam, batches((10,)), steps=2)
+    # torch skips a parameter without a gradient; the functional Adam counts its step
+    d = report.first_divergence
+    assert (d.step, d.category, d.name) == (0, "opt_state", "spare.step"), str(report)
+    assert (d.ref_value, d.fun_value) == (0.0, 1.0)
+
+
+def test_documented_keys_without_counterpart_are_noted():
+    report = ps.parity.compare(
+        mlp,
+        F.cross_entropy,
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, foreach=False),
+        batches((10,)),
+        steps=3,
+    )
+    assert report.ok, str(report)
+    assert report.compared_counts()["opt_state"] == 4  # momentum_buffer of each parameter
+    assert "optimizer-state key 'step' not compared: torch.optim.SGD keeps no step count" in (
+        report.to_markdown()
+    )
+    assert set(ps.parity.NO_COUNTERPART) == {"SGD"}
 
 
 def test_model_instance_is_deep_copied():

@@ -58,9 +58,9 @@ def test_clipping_scheduler_and_two_groups_with_a_frozen_layer_bitwise():
     report = ps.parity.compare(
         build,
         F.cross_entropy,
-        groups,
-        batches((10,)),
+        batches=batches((10,)),
         steps=300,
+        torch_optimizer_from_model=groups,
         clip_grad_norm=0.5,
         scheduler=lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [50, 120, 200], 0.5),
     )
@@ -130,7 +130,12 @@ def test_fault_missing_weight_decay_on_one_group():
 
     wrong = ps.optim.param_groups(ps.optim.adamw, [{"params": "bias"}], lr=1e-2, weight_decay=0.0)
     report = ps.parity.compare(
-        mlp, F.cross_entropy, torch_groups, batches((10,)), steps=5, optimizer=wrong
+        mlp,
+        F.cross_entropy,
+        batches=batches((10,)),
+        steps=5,
+        torch_optimizer_from_model=torch_groups,
+        optimizer=wrong,
     )
     d = report.first_divergence
     assert (d.step, d.category) == (0, "params") and d.name.endswith("weight")
@@ -138,7 +143,12 @@ def test_fault_missing_weight_decay_on_one_group():
         ps.optim.adamw, [{"params": "bias", "weight_decay": 0.0}], lr=1e-2, weight_decay=0.1
     )
     assert ps.parity.compare(
-        mlp, F.cross_entropy, torch_groups, batches((10,)), steps=20, optimizer=right
+        mlp,
+        F.cross_entropy,
+        batches=batches((10,)),
+        steps=20,
+        torch_optimizer_from_model=torch_groups,
+        optimizer=right,
     ).ok
 
 
@@ -176,6 +186,8 @@ def test_compiled_against_eager_reports_observed_tolerance():
     observed = report.info["observed_tolerance"]
     assert set(observed) == {"loss", "buffers", "grads", "opt_state", "params"}
     assert observed["params"] <= 1e-6
+    counts = {"loss": 1, "buffers": 0, "grads": 4, "opt_state": 12, "params": 4}
+    assert report.compared_counts() == counts
 
 
 @pytest.mark.parametrize(
