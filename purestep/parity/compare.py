@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +36,9 @@ from purestep.core.step import make_train_step
 from purestep.optim.base import Optimizer, chain
 from purestep.optim.convert import from_torch, state_for_torch_optimizer, torch_state_view
 from purestep.optim.hyperparams import lr_tensors, replace_lrs
+from purestep.optim.scheduled import schedule_step
+from purestep.optim.schedules import Schedule
+from purestep.optim.schedules.convert import schedule_from_torch
 from purestep.optim.transforms import clip_by_global_norm
 from purestep.optim.wrappers import MultiStepsState, multi_steps
 from purestep.parity.report import Divergence, ParityReport, StepRecord, ulp_distance
@@ -204,6 +208,8 @@ def compare(
     forcing: str = "free",
     scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     scheduler_every: int = 1,
+    scheduler_metric: Callable[[nn.Module, list[float]], float | torch.Tensor] | None = None,
+    plateau_schedule: Schedule | Sequence[Schedule] | None = None,
     clip_grad_norm: float | None = None,
     accumulation_steps: int = 1,
     autocast: torch.dtype | None = None,
@@ -233,6 +239,23 @@ def compare(
         scheduler: ``lambda opt: torch.optim.lr_scheduler.X(opt, ...)``, stepped after every
             ``scheduler_every`` optimizer steps on the reference side (1: per batch; the
             number of batches in an epoch: per epoch); the functional side schedules its twin.
+            ``ReduceLROnPlateau`` is stepped with the monitored value (below), and the
+            functional side with ``schedule_step(opt_state, plateau, metric)``, the same value.
+        scheduler_metric: what ``ReduceLROnPlateau`` monitors. Default: the mean training
+            loss since the last scheduler step (``math.fsum`` of the criterion's losses over
+            the ``scheduler_every`` optimizer steps, before any 1/k of accumulation, divided
+            by their number), i.e. the epoch's mean loss when the scheduler steps per epoch.
+            Or ``fn(model, losses) -> number``: called with the reference model after its
+            optimizer step and those losses (e.g. a validation loss), under ``no_grad``; its
+            random draws and train/eval switches are undone afterwards. The value is
+            computed once, on the reference side, and both sides receive it as a float, so
+            the check is about the schedule, not the metric.
+            ``report.info["scheduler_steps"]`` lists each plateau step: the metric and
+            both sides' lrs after it.
+        plateau_schedule: with ``optimizer=`` and a ``ReduceLROnPlateau`` scheduler, the
+            ``reduce_on_plateau`` schedule(s) given to ``scheduled(..., every=None)`` in that
+            optimizer (its state holds only tensors; compare steps it with the metric).
+            Without ``optimizer=`` it is ``schedule_from_torch(scheduler)``.
         clip_grad_norm: clip the global gradient norm to this value before each step.
         accumulation_steps: micro-batches per optimizer step (gradient accumulation).
         autocast: run forward and loss under ``torch.autocast`` with this dtype on both
@@ -266,6 +289,11 @@ def compare(
         or scheduler_every < 1
     ):
         raise ValueError(f"scheduler_every must be an int >= 1, got {scheduler_every!r}")
+    if scheduler_metric is not None and not callable(scheduler_metric):
+        raise TypeError(
+            "scheduler_metric must be callable as fn(model, losses) -> number, got "
+            f"{type(scheduler_metric).__name__}"
+        )
     if clip_grad_norm is not None and not clip_grad_norm >= 0:
         raise ValueError(f"clip_grad_norm must be >= 0, got {clip_grad_norm!r}")
     k = accumulation_steps
@@ -273,10 +301,29 @@ def compare(
     ref_model, fun_model, dev = _two_models(model, device)
     torch_opt = _make_torch_optimizer(torch_optimizer, torch_optimizer_from_model, ref_model)
     torch_sched = scheduler(torch_opt) if scheduler is not None else None
+    plateau = isinstance(torch_sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if scheduler_metric is not None and not plateau:
+        if torch_sched is None:
+            raise ValueError("scheduler_metric is given but there is no scheduler to feed it to")
+        raise ValueError(
+            f"scheduler_metric feeds ReduceLROnPlateau; {type(torch_sched).__name__}.step() "
+            "takes no metric"
+        )
     if optimizer is not None:
         fun_opt = optimizer
     else:
-        fun_opt = from_torch(torch_opt, ref_model, torch_sched, schedule_every=scheduler_every)
+        # A plateau schedule steps only when compare feeds it the metric.
+        every = None if plateau else scheduler_every
+        fun_opt = from_torch(torch_opt, ref_model, torch_sched, schedule_every=every)
+    if plateau_schedule is not None and not plateau:
+        raise ValueError("plateau_schedule is given but the scheduler is not ReduceLROnPlateau")
+    if plateau and plateau_schedule is None:
+        if optimizer is not None:
+            raise ValueError(
+                "with optimizer= and a ReduceLROnPlateau scheduler, give plateau_schedule=: "
+                "the reduce_on_plateau(...) in your scheduled(..., every=None)"
+            )
+        plateau_schedule = schedule_from_torch(torch_sched)
     if clip_grad_norm is not None:
         fun_opt = chain(clip_by_global_norm(clip_grad_norm), fun_opt)
     if k > 1:
@@ -308,8 +355,16 @@ def compare(
         "seed": seed,
         "torch": torch.__version__,
     }
+    if plateau:
+        report.info["scheduler_metric"] = (
+            getattr(scheduler_metric, "__name__", type(scheduler_metric).__name__)
+            if scheduler_metric is not None
+            else "mean training loss since the last scheduler step"
+        )
+        report.info["scheduler_steps"] = []
     fun_acc: dict[str, torch.Tensor] = {}
     optimizer_steps = 0
+    losses: list[float] = []  # the criterion's, since the last scheduler step
     for t, batch in enumerate(_batches(batches, steps)):
         batch = _to_device(batch, dev)
         if not isinstance(batch, tuple | list) or len(batch) < 2:
@@ -325,8 +380,10 @@ def compare(
                 else contextlib.nullcontext()
             )
             with context:
-                loss = scaled(ref_model(*inputs), targets)
+                raw = criterion(ref_model(*inputs), targets)
+                loss = raw / k if k > 1 else raw  # as `scaled` computes it
             loss.backward()
+            losses.append(float(raw.detach()))
             grads_before_step = {
                 n: p.grad.detach().clone()
                 for n, p in ref_model.named_parameters()
@@ -337,10 +394,29 @@ def compare(
                     torch.nn.utils.clip_grad_norm_(ref_model.parameters(), clip_grad_norm)
                 torch_opt.step()
                 optimizer_steps += 1
-                if torch_sched is not None and optimizer_steps % scheduler_every == 0:
-                    torch_sched.step()
+        scheduler_due = last and torch_sched is not None and optimizer_steps % scheduler_every == 0
+        if scheduler_due and not plateau:
+            assert torch_sched is not None
+            torch_sched.step()
         ref_key = scope.key
         state, metrics = step_fn(state, batch)
+        if scheduler_due and plateau:
+            assert torch_sched is not None and plateau_schedule is not None
+            value = _monitored(scheduler_metric, ref_model, losses, dev)
+            torch_sched.step(value)
+            state = state._replace(
+                opt_state=_plateau_step(state.opt_state, plateau_schedule, value)
+            )
+            report.info["scheduler_steps"].append(
+                {
+                    "step": t,
+                    "metric": value,
+                    "lr": [float(g["lr"]) for g in torch_opt.param_groups],
+                    "lr_functional": [float(lr) for lr in lr_tensors(state.opt_state)],
+                }
+            )
+        if scheduler_due:
+            losses = []
         fun_acc = (
             dict(metrics["grads"])
             if first
@@ -390,6 +466,50 @@ def compare(
     if report.steps < steps:
         report.notes.append(f"batches ran out after {report.steps} of {steps} steps")
     return report
+
+
+def _monitored(
+    metric: Callable[[nn.Module, list[float]], float | torch.Tensor] | None,
+    model: nn.Module,
+    losses: Sequence[float],
+    device: torch.device,
+) -> float:
+    """The value ReduceLROnPlateau monitors: the mean loss, or the user's ``metric``."""
+    if metric is None:
+        return math.fsum(losses) / len(losses)
+    training = model.training
+    # The user's function may draw random numbers or switch to eval(): neither may leak
+    # into the reference loop.
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        value = metric(model, list(losses))
+    model.train(training)
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(
+                "scheduler_metric must return a number or a one-element tensor, got a tensor "
+                f"of shape {tuple(value.shape)}"
+            )
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            "scheduler_metric must return a number or a one-element tensor, got "
+            f"{type(value).__name__}"
+        )
+    return float(value)
+
+
+def _plateau_step(opt_state: Any, schedule: Any, value: float) -> Any:
+    try:
+        return schedule_step(opt_state, schedule, value)
+    except ValueError as err:
+        if "no scheduled() part" not in str(err):
+            raise
+        raise ValueError(
+            "the scheduler is ReduceLROnPlateau, so the functional optimizer must be "
+            "scheduled(..., reduce_on_plateau(...), every=None), which compare steps with "
+            "the metric (as from_torch builds it when optimizer= is not given)"
+        ) from err
 
 
 def _check_args(mode: str, forcing: str, steps: Any, rtol: float, atol: float) -> None:
