@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from purestep.core.module import ModelSpec, make_skeleton
+from purestep.core.module import ModelMirror, ModelSpec, make_skeleton
 from purestep.core.pytree import check_tensor_leaves, tree_flatten, tree_map, tree_structure
 from purestep.core.rng import rng_scope
 from purestep.core.state import TrainState
@@ -83,6 +83,9 @@ class _Step:
         self.loss_fn = loss_fn
         self.metrics_fn = metrics_fn
         self.skeleton = make_skeleton(model, training=self._training)
+        # The skeleton shares the model's non-tensor attributes; the mirror re-points the
+        # ones the user rebinds, before every call (see purestep.core.module).
+        self._mirror = ModelMirror(model, self.skeleton)
         self.compiled = False
         self._impl: Callable[[TrainState, Any], Any] = self._pure
         self._state_treedef: Any = None
@@ -299,6 +302,7 @@ class TrainStep(_Step):
             return self.optimizer.init({k: torch.zeros(s, dtype=d) for k, (s, d) in shapes.items()})
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        self._mirror.sync()
         # A state this step returned last time was built from a checked one by this very
         # step, so it fits by construction: skip re-checking it (states are immutable; do
         # not assign into their dicts).
@@ -400,6 +404,7 @@ class EvalStep(_Step):
     _training = False
 
     def __call__(self, state: TrainState, batch: Any) -> Metrics:
+        self._mirror.sync()
         self.check_state(state)
         self.check_batch(batch, state)
         with rng_scope(state.rng, state.device):
@@ -427,7 +432,10 @@ def make_train_step(
     """The pure training step for ``model``.
 
     Args:
-        model: the ``nn.Module`` (only its structure is used; it is never modified).
+        model: the ``nn.Module``. It is never modified; its parameters and buffers come
+            from the state, everything else (attributes its forward reads, hooks) is read
+            from the model as it is at each call (see ``purestep.core.module``). Its module
+            tree is fixed: replacing a submodule later is an error.
         criterion: ``(outputs, targets) -> 0-d loss`` (``nn.CrossEntropyLoss()``, ...); the
             batch is then ``(inputs..., targets)``. Pass ``None`` when giving ``loss_fn``.
         optimizer: a ``purestep.optim`` rule (or a transform, applied as ``p + u``).

@@ -75,6 +75,7 @@ class VmappedStep:
                 f"a vmapped step takes a stacked state (state.step of shape (K,)), got shape "
                 f"{tuple(state.step.shape)}: use purestep.core.stack_states"
             )
+        self.step._mirror.sync()
         k = state.step.shape[0]
         first = tree_map(lambda t: t[0], state)
         self.step.check_state(first)
