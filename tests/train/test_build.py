@@ -106,7 +106,8 @@ def test_user_model_data_and_loss(user_module):
             if n == 0:
                 return None
             g = torch.Generator().manual_seed(seed)
-            return (torch.randn(n, 3, generator=g), torch.randn(n, 3, generator=g)), torch.randint(0, 4, (n,), generator=g)
+            inputs = (torch.randn(n, 3, generator=g), torch.randn(n, 3, generator=g))
+            return inputs, torch.randint(0, 4, (n,), generator=g)
 
         def my_loss(outputs, targets, weight=1.0):
             return weight * torch.nn.functional.cross_entropy(outputs, targets)

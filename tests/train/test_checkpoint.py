@@ -87,7 +87,7 @@ def test_layout_and_round_trip(tmp_path):
 
 
 def test_keep_prunes_old_but_never_best(tmp_path):
-    step, state = _trained()
+    _, state = _trained()
     ckpt = Checkpointer(tmp_path, keep=2)
     for i in range(1, 6):
         ckpt.save(state, _loop(i), best=i == 2)
@@ -97,7 +97,7 @@ def test_keep_prunes_old_but_never_best(tmp_path):
 
 
 def test_leftover_temp_dirs_are_ignored_and_removed(tmp_path):
-    step, state = _trained()
+    _, state = _trained()
     ckpt = Checkpointer(tmp_path)
     ckpt.save(state, _loop(1))
     junk = tmp_path / ".tmp-step-00000009-abc"
@@ -109,7 +109,7 @@ def test_leftover_temp_dirs_are_ignored_and_removed(tmp_path):
 
 
 def test_latest_falls_back_to_the_newest_complete_dir(tmp_path):
-    step, state = _trained()
+    _, state = _trained()
     ckpt = Checkpointer(tmp_path)
     ckpt.save(state, _loop(1))
     ckpt.save(state, _loop(2))
@@ -193,7 +193,7 @@ def test_bad_checkpoints_are_refused_and_left_alone(tmp_path, how, match):
 
 
 def test_foreign_checkpoints_are_refused(tmp_path):
-    step, state = _trained()
+    _, state = _trained()
     Checkpointer(tmp_path).save(state, _loop(3))
     before = _tree(tmp_path)
     other_model, _ = _step(hidden=9)

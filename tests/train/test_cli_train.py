@@ -52,7 +52,7 @@ def run(tmp_path_factory):
 
 
 def test_run_directory_contract(run, capsys):
-    tmp, out = run
+    _, out = run
     assert (out / "config.yaml").is_file()
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["optimizer"] == {"name": "Adam", "lr": 0.01, "param_groups": []}

@@ -70,7 +70,7 @@ def test_resolved_config_round_trips():
     assert again == cfg
     assert "lr: 0.001" in text and "momentum" not in text  # unset arguments are left out
     assert config_to_dict(again) == config_to_dict(cfg)
-    assert list(config_to_dict(cfg)["optimizer"])[0] == "name"
+    assert next(iter(config_to_dict(cfg)["optimizer"])) == "name"
 
 
 BAD = [

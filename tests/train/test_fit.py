@@ -176,9 +176,7 @@ def test_early_stopping_and_restore_best(tmp_path):
     latest = load_checkpoint(tmp_path / "latest", s.train_step)
     assert latest.loop.stop_reason == "early_stopping" and latest.loop.finished
     # Resuming a stopped run trains nothing more.
-    again, hist2 = s.run(
-        tmp_path, epochs=6, early_stopping=es, state=latest.state, resume=latest.loop
-    )
+    _, hist2 = s.run(tmp_path, epochs=6, early_stopping=es, state=latest.state, resume=latest.loop)
     assert len(hist2) == 2
 
 
@@ -253,9 +251,9 @@ def test_any_iterable_restarts_the_epoch(tmp_path):
             checkpointer=Checkpointer(tmp_path),
             should_stop=_stop_after(4),
         )
-    ckpt = load_checkpoint(tmp_path, s.train_step)
+    ckpt = load_checkpoint(tmp_path / "latest", s.train_step)
     assert (ckpt.loop.epoch, ckpt.loop.batch) == (1, 1)
-    state, hist = fit(ckpt.state, s.train_step, loader, epochs=2, resume=ckpt.loop)
+    _, hist = fit(ckpt.state, s.train_step, loader, epochs=2, resume=ckpt.loop)
     assert len(hist) == 2 and hist.records[1]["step"] == 7  # epoch 2 rerun from its start
 
 

@@ -1,0 +1,124 @@
+"""Crash safety: ``purestep train`` killed with SIGKILL at random moments (saves included),
+resumed each time, ends bitwise where an uninterrupted run ends; SIGTERM saves and exits 143."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CONFIG = """
+model: {name: mlp, hidden: [32], out_features: 1, dropout: 0.2}
+data: {name: sprites, n_train: 256, n_val: 64, n_test: 0, batch_size: 16}
+loss: bce_with_logits
+optimizer: {name: Adam, lr: 3e-3}
+scheduler: {name: ReduceLROnPlateau, patience: 0, factor: 0.5}
+metrics: [accuracy]
+early_stopping: {patience: 10}
+train: {epochs: 4, compile: false}
+checkpoint: {every_steps: 1, keep: 2}
+log: {progress: false, plots: false}
+"""
+KILLS = int(os.environ.get("PURESTEP_KILLS", "25"))
+
+
+def _cmd(config: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "purestep",
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def _final(out: Path) -> tuple[str, str, list[dict]]:
+    ckpts = out / "checkpoints"
+    name = (ckpts / "latest").read_text().strip()
+    meta = json.loads((ckpts / name / "meta.json").read_text())
+    history = [{k: v for k, v in r.items() if k != "seconds"} for r in meta["history"]]
+    return name, meta["sha256"]["state.safetensors"], history
+
+
+def _wait_for_training(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Read the child's output until it has started training (its 'device:' line)."""
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line or line.startswith(("device:", "resuming", "no checkpoint")):
+            return
+    raise AssertionError("the run did not start")
+
+
+def test_sigkill_at_random_moments_then_resume_is_bitwise(tmp_path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text(CONFIG)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ref = tmp_path / "ref"
+    subprocess.run(_cmd(config, ref), check=True, capture_output=True, env=env)
+    out = tmp_path / "killed"
+    rng = random.Random(1234)
+    kills = resumes = 0
+    while True:
+        proc = subprocess.Popen(
+            _cmd(config, out, "--resume"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        if kills < KILLS:
+            _wait_for_training(proc)
+            time.sleep(rng.uniform(0.0, 1.2))  # every step saves: kills land in saves too
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate()
+                kills += 1
+                continue
+        output = proc.communicate()[0]
+        assert proc.returncode == 0, output
+        resumes += 1
+        if kills >= KILLS:
+            break
+    assert kills >= KILLS and resumes >= 1
+    assert _final(out) == _final(ref)
+    leftovers = [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_and_exits_with_the_conventional_code(tmp_path, sig, code):
+    config = tmp_path / "cfg.yaml"
+    config.write_text(CONFIG.replace("every_steps: 1", "every_steps: 1000"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        _cmd(config, out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    _wait_for_training(proc)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == code, output
+    assert "continue with --resume" in output
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    meta = json.loads((out / "checkpoints" / latest / "meta.json").read_text())
+    assert not meta["finished"]
+    done = subprocess.run(_cmd(config, out, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resuming from {out / 'checkpoints' / latest}" in done.stdout
