@@ -206,9 +206,9 @@ def _parity(args: argparse.Namespace) -> int:
             torch_optimizer_from_model=lambda model: build_torch_optimizer(cfg.optimizer, model),
             batches=batches,
             steps=steps,
-            mode=mode or "bitwise",
-            rtol=parity.rtol,
-            atol=parity.atol,
+            mode=mode,  # None: bitwise, or with --compile the compiled tolerance
+            rtol=parity.rtol if "rtol" in parity.model_fields_set else None,
+            atol=parity.atol if "atol" in parity.model_fields_set else None,
             forcing=parity.forcing,
             scheduler=(lambda opt: build_torch_scheduler(cfg.scheduler, opt))
             if cfg.scheduler

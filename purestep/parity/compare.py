@@ -48,6 +48,11 @@ __all__ = ["assert_parity", "compare", "compare_compiled"]
 
 MODES = ("bitwise", "close")
 FORCINGS = ("free", "teacher")
+# mode="close" on the eager step.
+CLOSE_RTOL, CLOSE_ATOL = 1e-5, 1e-7
+# The per-step tolerance of a compiled step against the eager one (what compare_compiled
+# checks): inductor fuses and reorders float operations, so a compiled step is not bitwise.
+COMPILED_RTOL, COMPILED_ATOL = 1e-5, 1e-6
 
 
 def _make_model(model: nn.Module | Callable[[], nn.Module]) -> nn.Module:
@@ -202,9 +207,9 @@ def compare(
     steps: int = 100,
     *,
     torch_optimizer_from_model: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
-    mode: str = "bitwise",
-    rtol: float = 1e-5,
-    atol: float = 1e-7,
+    mode: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
     forcing: str = "free",
     scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     scheduler_every: int = 1,
@@ -233,6 +238,12 @@ def compare(
             reference model, for param groups chosen by name. Give exactly one of
             ``torch_optimizer`` and ``torch_optimizer_from_model``.
         mode: ``"bitwise"`` (``==`` on every element) or ``"close"`` (``rtol``/``atol``).
+            Default: ``"bitwise"``, or with ``compile=True`` ``"close"`` within the per-step
+            compiled tolerance (a compiled step is not bitwise the eager one; the report
+            says so). An explicit ``"bitwise"`` with ``compile=True`` that fails gets a hint
+            naming that tolerance.
+        rtol, atol: the ``"close"`` tolerance; default ``CLOSE_RTOL``/``CLOSE_ATOL``
+            (1e-5/1e-7), with ``compile=True`` ``COMPILED_RTOL``/``COMPILED_ATOL`` (1e-5/1e-6).
         forcing: ``"free"``: both sides run on their own (errors accumulate);
             ``"teacher"``: after each step the functional side is reset to the reference,
             so each step's own error is measured.
@@ -276,6 +287,13 @@ def compare(
     """
     if batches is None:
         raise TypeError("compare() needs batches: an iterable of (inputs..., targets)")
+    mode_given = mode is not None
+    if mode is None:
+        mode = "close" if compile else "bitwise"
+    if rtol is None:
+        rtol = COMPILED_RTOL if compile else CLOSE_RTOL
+    if atol is None:
+        atol = COMPILED_ATOL if compile else CLOSE_ATOL
     _check_args(mode, forcing, steps, rtol, atol)
     if (
         isinstance(accumulation_steps, bool)
@@ -355,6 +373,14 @@ def compare(
         "seed": seed,
         "torch": torch.__version__,
     }
+    if compile and not mode_given:
+        report.notes.append(
+            f"compile=True and no mode given: compared in mode='close' (rtol={rtol}, "
+            f"atol={atol}; the per-step compiled tolerance unless set), because a compiled "
+            "step is not bitwise the eager one (inductor fuses and reorders float "
+            "operations); with forcing='free' the differences compound over the steps, "
+            "forcing='teacher' checks each step's own error"
+        )
     if plateau:
         report.info["scheduler_metric"] = (
             getattr(scheduler_metric, "__name__", type(scheduler_metric).__name__)
@@ -465,6 +491,15 @@ def compare(
             fun_acc = {n: grads_before_step.get(n, torch.zeros_like(g)) for n, g in fun_acc.items()}
     if report.steps < steps:
         report.notes.append(f"batches ran out after {report.steps} of {steps} steps")
+    d = report.first_divergence
+    if compile and mode == "bitwise" and d is not None and not d.reason:
+        report.hint = (
+            f"the functional step is compiled, and a compiled step is not bitwise the eager "
+            f"one (inductor fuses and reorders float operations; this difference is {d.ulp} "
+            f"ulp): compare within the per-step compiled tolerance, mode='close', "
+            f"rtol={COMPILED_RTOL}, atol={COMPILED_ATOL} (the default with compile=True "
+            "when no mode is given)"
+        )
     return report
 
 
@@ -596,8 +631,8 @@ def compare_compiled(
     batches: Iterable[Any],
     steps: int = 50,
     *,
-    rtol: float = 1e-5,
-    atol: float = 1e-6,
+    rtol: float = COMPILED_RTOL,
+    atol: float = COMPILED_ATOL,
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> ParityReport:
