@@ -134,7 +134,9 @@ def _group_names(torch_optimizer: torch.optim.Optimizer, model: nn.Module) -> li
     return out
 
 
-def _rule_for(torch_optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> Optimizer:
+def _rule_for(
+    torch_optimizer: torch.optim.Optimizer, group: Mapping[str, Any], dynamic: tuple[str, ...]
+) -> Optimizer:
     name = type(torch_optimizer).__name__
     if name not in _RULES:
         raise ValueError(
@@ -142,7 +144,22 @@ def _rule_for(torch_optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) 
         )
     _check_flags(name, group)
     factory, keys = _RULES[name]
-    return factory(**_group_kwargs(group, keys), **_FORCED.get(name, {}))
+    return factory(**_group_kwargs(group, keys), **_FORCED.get(name, {}), dynamic=dynamic)
+
+
+def _momentum_key(torch_optimizer: torch.optim.Optimizer) -> str:
+    """The hyperparameter torch's ``OneCycleLR`` cycles: ``betas[0]`` (our ``beta1``) where
+    the optimizer has betas, else ``momentum`` (its own test)."""
+    return "beta1" if "betas" in torch_optimizer.defaults else "momentum"
+
+
+def _group_value(group: Mapping[str, Any], name: str) -> float:
+    """A param group's current value of the rule hyperparameter ``name``."""
+    if name in ("beta1", "beta2"):
+        value = group["betas"][0 if name == "beta1" else 1]
+    else:
+        value = group[name]
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
 def from_torch(
@@ -158,8 +175,9 @@ def from_torch(
     ``group1`` ...), each with that group's hyperparameters; a scheduler becomes
     ``scheduled(..., every=schedule_every)`` with one schedule per group. The returned
     optimizer's ``init`` yields the state torch is in *now* (a snapshot taken here): its
-    per-parameter state, step counts, current lrs and scheduler position, so training can
-    continue functionally where torch stopped, bitwise.
+    per-parameter state, step counts, current lrs (and momenta, for a ``OneCycleLR`` that
+    cycles them: those are then dynamic hyperparameters) and scheduler position, so
+    training can continue functionally where torch stopped, bitwise.
 
     Args:
         torch_optimizer: e.g. ``torch.optim.AdamW(model.parameters(), ...)``; every trainable
@@ -174,12 +192,17 @@ def from_torch(
             ``differentiable=True``), an unsupported scheduler, or parameters that do not
             match the model.
     """
-    from purestep.optim.hyperparams import replace_lrs
+    from purestep.optim.hyperparams import group_hyperparams, replace_group_hyperparams
     from purestep.optim.partition import multi_transform
     from purestep.optim.scheduled import ScheduledState, scheduled
+    from purestep.optim.schedules.convert import cycles_momentum
 
     groups = torch_optimizer.param_groups
-    rules = [_rule_for(torch_optimizer, g) for g in groups]
+    # the hyperparameters the scheduler changes live in the state (dynamic)
+    dynamic: tuple[str, ...] = ("lr",)
+    if scheduler is not None and cycles_momentum(scheduler):
+        dynamic = ("lr", _momentum_key(torch_optimizer))
+    rules = [_rule_for(torch_optimizer, g, dynamic) for g in groups]
     members = _group_names(torch_optimizer, model)
     if len(rules) == 1:
         opt = rules[0]
@@ -196,17 +219,25 @@ def from_torch(
         schedule_states = tuple(schedule_state_from_torch(scheduler, i) for i in range(len(groups)))
 
     snapshot = _torch_state_by_name(torch_optimizer, model)
-    current_lrs = [float(g["lr"]) for g in groups]
+    current = [{name: _group_value(g, name) for name in dynamic} for g in groups]
     base = opt
 
     def init(params: dict[str, torch.Tensor]) -> Any:
         state = base.init(params)
         if schedule_states is not None:
             state = ScheduledState(state.inner, schedule_states, state.steps)
-        state = replace_lrs(
-            state,
-            [torch.tensor(lr, dtype=torch.float64, device=_device(params)) for lr in current_lrs],
-        )
+        device = _device(params)
+        now = [
+            {
+                **hp,
+                **{
+                    k: torch.tensor(v, dtype=torch.float64, device=device)
+                    for k, v in values.items()
+                },
+            }
+            for hp, values in zip(group_hyperparams(state), current, strict=True)
+        ]
+        state = replace_group_hyperparams(state, now)
         return load_torch_state(state, snapshot)
 
     return Optimizer(init, base.step)
@@ -232,11 +263,12 @@ def to_torch_state_dict(
 ) -> dict[str, Any]:
     """A ``state_dict`` for ``torch_optimizer`` (built like the functional one, same groups)
     holding the functional state: ``torch_optimizer.load_state_dict(...)`` then continues
-    in plain PyTorch. Group lrs are the functional (possibly scheduled) lrs."""
-    from purestep.optim.hyperparams import lr_tensors
+    in plain PyTorch. Group hyperparameters that the functional state keeps dynamic (the
+    lr, a cycled momentum / ``betas[0]`` ...) are its current (possibly scheduled) values."""
+    from purestep.optim.hyperparams import group_hyperparams
 
     kind = type(torch_optimizer).__name__
-    members = _group_names(torch_optimizer, model)
+    _group_names(torch_optimizer, model)  # checks the optimizer's parameters are the model's
     view = torch_state_view(opt_state)
     steps = {n: int(t) for n, s in view.items() for k, t in s.items() if k == "step"}
     reference = torch_optimizer.state_dict()
@@ -256,16 +288,21 @@ def to_torch_state_dict(
             else:
                 entry[key] = t.detach().clone()
         state[index] = entry
-    lrs = lr_tensors(opt_state)
+    dynamic = group_hyperparams(opt_state)
     groups = [dict(g) for g in reference["param_groups"]]
-    if len(lrs) not in (len(groups), len(groups) + 1):
+    if len(dynamic) not in (len(groups), len(groups) + 1):
         raise ValueError(
-            f"the functional state has {len(lrs)} learning rates for {len(groups)} torch param "
-            "groups: build the torch optimizer with the same groups"
+            f"the functional state has {len(dynamic)} learning rates for {len(groups)} torch "
+            "param groups: build the torch optimizer with the same groups"
         )
-    for group, lr, names_in_group in zip(groups, lrs, members, strict=False):
-        del names_in_group
-        group["lr"] = float(lr)
+    for group, hp in zip(groups, dynamic, strict=False):
+        for name, t in hp.items():
+            if name in ("beta1", "beta2"):
+                betas = list(group["betas"])
+                betas[0 if name == "beta1" else 1] = float(t)
+                group["betas"] = tuple(betas)
+            elif name in group:
+                group[name] = float(t)
     return {"state": state, "param_groups": groups}
 
 

@@ -21,8 +21,10 @@ from purestep.pytree import find_nodes, map_nodes
 __all__ = [
     "dynamic_names",
     "get_hyperparam",
+    "group_hyperparams",
     "hyperparam_tensors",
     "lr_tensors",
+    "replace_group_hyperparams",
     "replace_lrs",
     "resolve_hyperparams",
     "set_hyperparam",
@@ -94,24 +96,38 @@ def get_hyperparam(opt_state: Any, name: str) -> torch.Tensor:
     )
 
 
+def group_hyperparams(opt_state: Any) -> list[dict[str, torch.Tensor]]:
+    """The dynamic hyperparameters of each rule state that has a dynamic ``lr``: one dict
+    per param group, in traversal (= param-group) order."""
+    return [h.hyperparams for h in _holders(opt_state) if "lr" in h.hyperparams]
+
+
+def replace_group_hyperparams(opt_state: Any, groups: list[dict[str, torch.Tensor]]) -> Any:
+    """A new state with the ``group_hyperparams`` dicts replaced, in the same order."""
+    have = len(group_hyperparams(opt_state))
+    if have != len(groups):
+        raise ValueError(f"{len(groups)} hyperparameter sets given for {have} param groups")
+    pending = list(groups)
+
+    def replace(hp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return pending.pop(0) if "lr" in hp else hp
+
+    return _map_hyperparams(opt_state, replace)
+
+
 def lr_tensors(opt_state: Any) -> list[torch.Tensor]:
     """Every dynamic ``lr`` in ``opt_state``, in traversal order (= param-group order)."""
-    return [h.hyperparams["lr"] for h in _holders(opt_state) if "lr" in h.hyperparams]
+    return [hp["lr"] for hp in group_hyperparams(opt_state)]
 
 
 def replace_lrs(opt_state: Any, lrs: list[torch.Tensor]) -> Any:
     """A new state with the ``lr_tensors`` replaced, in the same order."""
-    have = len(lr_tensors(opt_state))
-    if have != len(lrs):
-        raise ValueError(f"{len(lrs)} learning rates given for {have} param groups")
-    pending = list(lrs)
-
-    def replace(hp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if "lr" not in hp:
-            return hp
-        return {**hp, "lr": pending.pop(0)}
-
-    return _map_hyperparams(opt_state, replace)
+    groups = group_hyperparams(opt_state)
+    if len(groups) != len(lrs):
+        raise ValueError(f"{len(lrs)} learning rates given for {len(groups)} param groups")
+    return replace_group_hyperparams(
+        opt_state, [{**hp, "lr": lr} for hp, lr in zip(groups, lrs, strict=True)]
+    )
 
 
 def set_hyperparam(opt_state: Any, name: str, value: float | torch.Tensor) -> Any:

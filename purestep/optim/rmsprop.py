@@ -38,7 +38,8 @@ __all__ = ["RMSpropState", "rmsprop"]
 @rule_state
 class RMSpropState(NamedTuple):
     """RMSprop's state; the dict fields carry torch.optim's state key names
-    (``momentum_buffer`` empty when momentum is 0, ``grad_avg`` empty unless centered)."""
+    (``momentum_buffer`` empty when momentum is 0 and not dynamic, ``grad_avg`` empty unless
+    centered)."""
 
     step: torch.Tensor
     hyperparams: dict[str, torch.Tensor]
@@ -69,8 +70,9 @@ def rmsprop(
         centered: divide by the (estimated) variance instead of the second moment.
         maximize: ascend instead of descend.
         dynamic: hyperparameters kept as tensors in the state: any of ``lr``, ``alpha``,
-            ``eps``, ``weight_decay``, ``momentum``, or ``"all"``. Whether momentum and
-            weight decay are *on* is fixed here.
+            ``eps``, ``weight_decay``, ``momentum``, or ``"all"``. Whether weight decay is
+            *on* is fixed here; a dynamic ``momentum`` may go to 0 (a plain step, the buffer
+            kept) and back, as torch's ``param_groups[i]["momentum"]`` may.
 
     Returns:
         An ``Optimizer`` whose state is ``RMSpropState``.
@@ -93,7 +95,8 @@ def rmsprop(
         "momentum": momentum,
     }
     dynamic = dynamic_names(dynamic, static)
-    use_momentum = momentum > 0
+    switchable = "momentum" in dynamic  # torch tests momentum > 0 at every step
+    use_momentum = momentum > 0 or switchable
     use_decay = weight_decay != 0
 
     def init(params: Params) -> RMSpropState:
@@ -122,6 +125,7 @@ def rmsprop(
         square_avgs: Params = {}
         bufs: Params = {}
         grad_avgs: Params = {}
+        on: bool | torch.Tensor = (mom > 0) if switchable else True  # a tensor if mom is
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
             if use_decay:
@@ -135,11 +139,18 @@ def rmsprop(
             else:
                 avg = square_avg.sqrt()
             avg = avg.add(eps_)
-            if use_momentum:
-                buf = torch.addcdiv(state.momentum_buffer[k].mul(mom), g, avg)
+            if use_momentum and on is not False:
+                old = state.momentum_buffer[k]
+                buf = torch.addcdiv(old.mul(mom), g, avg)
+                new_p = ops.add(p, buf, alpha=-lr_)
+                if isinstance(on, torch.Tensor):  # momentum 0: plain step, the buffer waits
+                    buf = torch.where(on, buf, old)
+                    new_p = torch.where(on, new_p, ops.addcdiv(p, g, avg, value=-lr_))
                 bufs[k] = buf
-                new_params[k] = ops.add(p, buf, alpha=-lr_)
+                new_params[k] = new_p
             else:
+                if use_momentum:
+                    bufs[k] = state.momentum_buffer[k]
                 new_params[k] = ops.addcdiv(p, g, avg, value=-lr_)
         return new_params, RMSpropState(
             state.step + 1, state.hyperparams, square_avgs, bufs, grad_avgs

@@ -8,6 +8,10 @@ the state. ``every=1`` steps the schedule with every optimizer step (per batch),
 ``schedule_step(opt_state, schedule)`` (per epoch by hand; ``ReduceLROnPlateau`` with the
 metric).
 One schedule per param group, each from that group's own base lr.
+
+A schedule may drive the momentum too (``one_cycle_lr(cycle_momentum=True)``, as torch's
+``OneCycleLR``): it is written into the rule's dynamic ``beta1`` (the Adam family) or
+``momentum`` (SGD, RMSprop) alongside the lr, so that hyperparameter must be dynamic.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 
 from purestep.optim import _scalar_ops as ops
 from purestep.optim.base import GradientTransformation, Optimizer, Params, Updates, as_optimizer
-from purestep.optim.hyperparams import lr_tensors, replace_lrs
+from purestep.optim.hyperparams import group_hyperparams, replace_group_hyperparams
 from purestep.pytree import find_nodes, map_nodes, tree_map
 
 if TYPE_CHECKING:
@@ -50,19 +54,45 @@ def _per_group(schedule: Schedule | Sequence[Schedule], groups: int) -> tuple[Sc
     return listed
 
 
+def _momentum_key(hyperparams: dict[str, torch.Tensor], group: int) -> str:
+    """Which dynamic hyperparameter a momentum-cycling schedule drives: torch's
+    ``OneCycleLR`` drives ``betas[0]`` where the optimizer has betas, else ``momentum``."""
+    for key in ("beta1", "momentum"):
+        if key in hyperparams:
+            return key
+    raise ValueError(
+        f"param group {group}: this schedule cycles the momentum (one_cycle_lr with "
+        "cycle_momentum=True, torch's default), which must be a dynamic hyperparameter of "
+        "the rule: e.g. sgd(..., momentum=0.9, dynamic=('lr', 'momentum')), "
+        "adam(..., dynamic=('lr', 'beta1')); or pass cycle_momentum=False. Dynamic here: "
+        f"{sorted(hyperparams)}"
+    )
+
+
+def _written(
+    sched: Schedule, state: Any, value: Any, hp: dict[str, torch.Tensor], group: int
+) -> dict[str, torch.Tensor]:
+    """``hp`` with the lr (and momentum, if ``sched`` drives it) a schedule step produced."""
+    new = {**hp, "lr": _as_lr_tensor(value, hp["lr"])}
+    if sched.momentum is not None:
+        key = _momentum_key(hp, group)
+        new[key] = _as_lr_tensor(sched.momentum(state), hp[key])
+    return new
+
+
 def _advance(
     schedules: tuple[Schedule, ...],
     states: tuple[Any, ...],
     inner: Any,
     metric: Any,
 ) -> tuple[tuple[Any, ...], Any]:
-    lrs = lr_tensors(inner)
-    new_states, new_lrs = [], []
-    for sched, s, lr in zip(schedules, states, lrs, strict=True):
-        s, value = sched.step(s, ops.host_value(lr), metric)
+    groups = group_hyperparams(inner)
+    new_states, new_groups = [], []
+    for i, (sched, s, hp) in enumerate(zip(schedules, states, groups, strict=True)):
+        s, value = sched.step(s, ops.host_value(hp["lr"]), metric)
         new_states.append(s)
-        new_lrs.append(_as_lr_tensor(value, lr))
-    return tuple(new_states), replace_lrs(inner, new_lrs)
+        new_groups.append(_written(sched, s, value, hp, i))
+    return tuple(new_states), replace_group_hyperparams(inner, new_groups)
 
 
 def _as_lr_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -99,20 +129,20 @@ def scheduled(
 
     def init(params: Params) -> ScheduledState:
         inner = rule.init(params)
-        lrs = lr_tensors(inner)
-        if not lrs:
+        groups = group_hyperparams(inner)
+        if not groups:
             raise ValueError("the optimizer's state holds no dynamic 'lr' to schedule")
-        schedules = _per_group(schedule, len(lrs))
-        states, new_lrs = [], []
-        for sched, lr in zip(schedules, lrs, strict=True):
-            base = float(lr)
+        schedules = _per_group(schedule, len(groups))
+        states, new_groups = [], []
+        for i, (sched, hp) in enumerate(zip(schedules, groups, strict=True)):
+            base = float(hp["lr"])
             s, value = sched.init(base, base)
             states.append(s)
-            new_lrs.append(_as_lr_tensor(value, lr))
+            new_groups.append(_written(sched, s, value, hp, i))
         return ScheduledState(
-            replace_lrs(inner, new_lrs),
+            replace_group_hyperparams(inner, new_groups),
             tuple(states),
-            torch.zeros((), dtype=torch.int64, device=lrs[0].device),
+            torch.zeros((), dtype=torch.int64, device=groups[0]["lr"].device),
         )
 
     def step(

@@ -31,8 +31,10 @@ __all__ = ["SGDState", "sgd"]
 
 @rule_state
 class SGDState(NamedTuple):
-    """``step``: steps taken (0-d int64); ``momentum_buffer``: torch's state key of that name
-    (empty when momentum is 0); ``hyperparams``: the dynamic hyperparameters."""
+    """``step``: steps taken (0-d int64; with a dynamic momentum, the steps taken with
+    momentum on: torch's buffer starts at the first of them); ``momentum_buffer``: torch's
+    state key of that name (empty when momentum is 0 and not dynamic); ``hyperparams``: the
+    dynamic hyperparameters."""
 
     step: torch.Tensor
     hyperparams: dict[str, torch.Tensor]
@@ -59,7 +61,10 @@ def sgd(
         nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
         maximize: ascend instead of descend.
         dynamic: hyperparameters kept as tensors in the state (changeable without
-            recompiling), or ``"all"``; whether momentum/weight decay are *on* is fixed here.
+            recompiling), or ``"all"``; whether weight decay is *on* is fixed here. A dynamic
+            ``momentum`` (e.g. driven by ``one_cycle_lr``) may go to 0 and back as torch's
+            ``param_groups[i]["momentum"]`` may: a step at momentum 0 is plain SGD and leaves
+            the buffer as it was.
 
     Returns:
         An ``Optimizer``; its state is ``SGDState``.
@@ -77,7 +82,8 @@ def sgd(
     )
     static = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay}
     dynamic = dynamic_names(dynamic, static)
-    use_momentum = momentum != 0
+    switchable = "momentum" in dynamic  # torch tests momentum != 0 at every step
+    use_momentum = momentum != 0 or switchable
     use_decay = weight_decay != 0
 
     def init(params: Params) -> SGDState:
@@ -95,6 +101,7 @@ def sgd(
         hp = resolve_hyperparams(state.hyperparams, static)
         lr_, mom, damp, wd = hp["lr"], hp["momentum"], hp["dampening"], hp["weight_decay"]
         first = ops.host_value(state.step) == 0
+        on: bool | torch.Tensor = (mom != 0) if switchable else True  # a tensor if mom is
         new_params: Params = {}
         new_bufs: Params = {}
         for k, p in params.items():
@@ -102,16 +109,23 @@ def sgd(
             if use_decay:
                 g = ops.add(g, p, alpha=wd)
             if use_momentum:
-                buf = state.momentum_buffer[k]
-                if isinstance(first, torch.Tensor):
-                    buf = torch.where(first, g, ops.add(buf.mul(mom), g, alpha=1 - damp))
-                elif first:
-                    buf = g.clone()
+                old = state.momentum_buffer[k]
+                if on is False:  # momentum 0 at this step: plain SGD, the buffer waits
+                    new_bufs[k] = old
                 else:
-                    buf = ops.add(buf.mul(mom), g, alpha=1 - damp)
-                new_bufs[k] = buf
-                g = ops.add(g, buf, alpha=mom) if nesterov else buf
+                    if isinstance(first, torch.Tensor):
+                        buf = torch.where(first, g, ops.add(old.mul(mom), g, alpha=1 - damp))
+                    elif first:
+                        buf = g.clone()
+                    else:
+                        buf = ops.add(old.mul(mom), g, alpha=1 - damp)
+                    d = ops.add(g, buf, alpha=mom) if nesterov else buf
+                    if isinstance(on, torch.Tensor):
+                        buf, d = torch.where(on, buf, old), torch.where(on, d, g)
+                    new_bufs[k] = buf
+                    g = d
             new_params[k] = ops.add(p, g, alpha=-lr_)
-        return new_params, SGDState(state.step + 1, state.hyperparams, new_bufs)
+        taken = on.to(state.step.dtype) if isinstance(on, torch.Tensor) else int(on)
+        return new_params, SGDState(state.step + taken, state.hyperparams, new_bufs)
 
     return Optimizer(init, step)

@@ -22,7 +22,11 @@ from purestep.optim.schedules._base import (
 )
 from purestep.optim.schedules.compose import chained_scheduler, sequential_lr
 from purestep.optim.schedules.constant import constant_lr
-from purestep.optim.schedules.convert import schedule_from_torch, schedule_state_from_torch
+from purestep.optim.schedules.convert import (
+    cycles_momentum,
+    schedule_from_torch,
+    schedule_state_from_torch,
+)
 from purestep.optim.schedules.cosine import cosine_annealing_lr, cosine_annealing_warm_restarts
 from purestep.optim.schedules.exponential import exponential_lr
 from purestep.optim.schedules.lambdas import lambda_lr, multiplicative_lr
@@ -43,6 +47,7 @@ __all__ = [
     "constant_lr",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",
+    "cycles_momentum",
     "exponential_lr",
     "lambda_lr",
     "linear_lr",

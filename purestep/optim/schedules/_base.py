@@ -15,6 +15,11 @@ epochs and counters int64, learning rates and metrics float64):
 * ``reset(state, lr) -> (state, lr)``: what ``SequentialLR`` does to a scheduler at its
   milestone, torch's ``scheduler._update_lr(0)``: ``last_epoch = 0`` and the closed-form lr
   at epoch 0 where the class has one, else its ``get_lr()``.
+* ``momentum``: None for a schedule of the lr alone. ``one_cycle_lr(cycle_momentum=True)``
+  also drives the group's momentum (SGD's and RMSprop's ``momentum``, the Adam family's
+  ``betas[0]``), as torch's ``OneCycleLR`` does: ``momentum(state)`` is the value the
+  group holds once ``init``/``step`` returned ``state`` (``scheduled`` writes it into the
+  rule's dynamic ``momentum`` or ``beta1``).
 
 ``lr``, ``metric`` and the state values are Python numbers in eager CPU code (read with
 ``purestep.optim._scalar_ops.host_value``), where every result is bitwise torch's; under
@@ -46,11 +51,13 @@ __all__ = [
 
 
 class Schedule(NamedTuple):
-    """One param group's lr schedule: ``init``, ``step`` and ``reset`` (see the module doc)."""
+    """One param group's lr schedule: ``init``, ``step`` and ``reset``, and the ``momentum``
+    it drives besides the lr, if any (see the module doc)."""
 
     init: Callable[[float, float], tuple[Any, float]]
     step: Callable[[Any, Scalar, Scalar | None], tuple[Any, Scalar]]
     reset: Callable[[Any, Scalar], tuple[Any, Scalar]]
+    momentum: Callable[[Any], Scalar] | None = None
 
 
 class ScheduleState(NamedTuple):

@@ -15,7 +15,8 @@ How they mirror torch's construction, which matters for the lr at epoch 0:
 
 Children's states live in the composite's state (``SequentialState``/``ChainedState``).
 A ``one_cycle_lr`` child overwrites the group's ``initial_lr`` as torch's does, so children
-after it (and ``SequentialLR``'s lr reset) take that as the base lr. At most one
+after it (and ``SequentialLR``'s lr reset) take that as the base lr; one that cycles the
+momentum makes the composite drive it too (``Schedule.momentum``). At most one
 ``one_cycle_lr`` per composite (``ValueError``): torch's ``OneCycleLR`` read their
 initial/max/min lrs from the param group at every step, so a second one constructed on the
 same optimizer silently changes the first one's schedule.
@@ -23,7 +24,7 @@ same optimizer silently changes the first one's schedule.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from purestep.optim._scalar_ops import Scalar
@@ -81,6 +82,17 @@ def _construct(
         states.append(state)
         bases.append(base_lr)
     return states, bases, lr, base_lr
+
+
+def _momentum(children: Sequence[Schedule]) -> Callable[[Any], Scalar] | None:
+    """The momentum a composite drives: that of its one momentum-cycling child (there is at
+    most one ``one_cycle_lr``), read off that child's state. torch's ``OneCycleLR`` sets the
+    group's momentum whenever it computes an lr, and keeps it while another child runs."""
+    for i, child in enumerate(children):
+        if child.momentum is not None:
+            drive = child.momentum
+            return lambda state: drive(state.states[i])
+    return None
 
 
 def _last_override(children: Sequence[Schedule]) -> float | None:
@@ -184,7 +196,9 @@ def sequential_lr(schedulers: Sequence[Schedule], milestones: Sequence[int]) -> 
         raise NotImplementedError("sequential_lr has no reset (torch's SequentialLR has none)")
 
     one_cycles = sum(ops.one_cycles_of(child) for child in children)
-    return Schedule(ops.Init(init, cls, _last_override(children), one_cycles), step, reset)
+    return Schedule(
+        ops.Init(init, cls, _last_override(children), one_cycles), step, reset, _momentum(children)
+    )
 
 
 def chained_scheduler(schedulers: Sequence[Schedule]) -> Schedule:
@@ -226,4 +240,6 @@ def chained_scheduler(schedulers: Sequence[Schedule]) -> Schedule:
         )
 
     one_cycles = sum(ops.one_cycles_of(child) for child in children)
-    return Schedule(ops.Init(init, cls, _last_override(children), one_cycles), step, reset)
+    return Schedule(
+        ops.Init(init, cls, _last_override(children), one_cycles), step, reset, _momentum(children)
+    )

@@ -38,7 +38,7 @@ from purestep.optim.schedules.plateau import reduce_on_plateau
 from purestep.optim.schedules.polynomial import polynomial_lr
 from purestep.optim.schedules.step import multi_step_lr, step_lr
 
-__all__ = ["schedule_from_torch", "schedule_state_from_torch"]
+__all__ = ["cycles_momentum", "schedule_from_torch", "schedule_state_from_torch"]
 
 _EPOCH_CLASSES: tuple[type, ...] = (
     tls.StepLR,
@@ -94,18 +94,23 @@ def _one_schedule(s: Any, group: int) -> Schedule:
     if cls is tls.MultiplicativeLR:
         return multiplicative_lr(s.lr_lambdas[group])
     if cls is tls.OneCycleLR:
-        if s.cycle_momentum:
-            raise ValueError(
-                "this OneCycleLR cycles momentum (cycle_momentum=True), which a Schedule cannot "
-                "do: only OneCycleLR(..., cycle_momentum=False) converts"
-            )
         values = s.optimizer.param_groups[group]
         phases = [
             (float(p["end_step"]), float(values[p["start_lr"]]), float(values[p["end_lr"]]))
             for p in one_cycle_phases(s)
         ]
+        momenta = None
+        if s.cycle_momentum:
+            momenta = [
+                (float(values[p["start_momentum"]]), float(values[p["end_momentum"]]))
+                for p in one_cycle_phases(s)
+            ]
         return one_cycle_from_phases(
-            phases, s.total_steps, one_cycle_anneal_strategy(s), float(values["initial_lr"])
+            phases,
+            s.total_steps,
+            one_cycle_anneal_strategy(s),
+            float(values["initial_lr"]),
+            momenta,
         )
     if cls is tls.ReduceLROnPlateau:
         return reduce_on_plateau(
@@ -131,8 +136,8 @@ def schedule_from_torch(scheduler: Any) -> list[Schedule]:
         scheduler: a ``torch.optim.lr_scheduler`` object of a supported class (``StepLR``,
             ``MultiStepLR``, ``ConstantLR``, ``LinearLR``, ``ExponentialLR``,
             ``PolynomialLR``, ``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``,
-            ``LambdaLR``, ``MultiplicativeLR``, ``OneCycleLR`` with
-            ``cycle_momentum=False``, ``ReduceLROnPlateau``, ``SequentialLR``,
+            ``LambdaLR``, ``MultiplicativeLR``, ``OneCycleLR`` (cycling the momentum or
+            not), ``ReduceLROnPlateau``, ``SequentialLR``,
             ``ChainedScheduler`` of those); anything else (``CyclicLR``, subclasses) raises
             ``ValueError`` naming the class.
 
@@ -141,6 +146,17 @@ def schedule_from_torch(scheduler: Any) -> list[Schedule]:
     """
     _check_supported(scheduler)
     return [_one_schedule(scheduler, g) for g in range(len(scheduler.optimizer.param_groups))]
+
+
+def cycles_momentum(scheduler: Any) -> bool:
+    """Whether ``scheduler`` (or a scheduler inside it) is a ``OneCycleLR`` that cycles the
+    optimizer's momentum / ``betas[0]`` (``cycle_momentum=True``, torch's default)."""
+    _check_supported(scheduler)
+    if type(scheduler) is tls.OneCycleLR:
+        return bool(scheduler.cycle_momentum)
+    if type(scheduler) in (tls.SequentialLR, tls.ChainedScheduler):
+        return any(cycles_momentum(c) for c in child_schedulers(scheduler))
+    return False
 
 
 def _int_attr(s: Any, name: str) -> int:

@@ -177,7 +177,7 @@ SPECS: dict[str, Spec] = {
                 div_factor=floats(1.0, 1e3),
                 final_div_factor=floats(1.0, 1e5),
                 three_phase=st.booleans(),
-                cycle_momentum=st.just(False),
+                cycle_momentum=st.booleans(),  # the lr is the same either way
             ),
             {"max_lr": 0.5, "total_steps": 200, "three_phase": True, "cycle_momentum": False},
             per_group=("max_lr",),

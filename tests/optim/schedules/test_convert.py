@@ -98,8 +98,13 @@ def test_unsupported_classes_are_named():
         S.schedule_from_torch(MyStepLR(optimizer([0.1]), step_size=3))
 
 
-def test_one_cycle_cycling_momentum_does_not_convert():
+def test_one_cycle_cycling_momentum_converts_with_its_momentum():
+    """torch's default OneCycleLR (cycle_momentum=True) converts; the schedule drives the
+    momentum from the group's own max/base momentum (test_one_cycle_momentum runs it)."""
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
-    sched = tls.OneCycleLR(opt, max_lr=1.0, total_steps=100)
-    with pytest.raises(ValueError, match="cycle_momentum"):
-        S.schedule_from_torch(sched)
+    sched = tls.OneCycleLR(opt, max_lr=1.0, total_steps=100, base_momentum=0.8)
+    (schedule,) = S.schedule_from_torch(sched)
+    assert schedule.momentum is not None
+    assert S.cycles_momentum(sched) and not S.cycles_momentum(tls.StepLR(opt, 3))
+    state = S.schedule_state_from_torch(sched, 0)
+    assert schedule.momentum(state) == opt.param_groups[0]["momentum"]

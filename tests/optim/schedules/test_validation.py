@@ -172,7 +172,6 @@ def test_type_errors_name_the_argument(call, match):
     [
         (lambda: S.step_lr(0), "Expected positive integer step_size, but got 0"),
         (lambda: S.cosine_annealing_lr(0), "Expected non-zero integer T_max, but got 0"),
-        (lambda: S.one_cycle_lr(0.1, 10), "pass cycle_momentum=False"),
         (
             lambda: S.sequential_lr([S.step_lr(2)] * 3, [5, 2]),
             r"milestones must be non-decreasing, got \[5, 2\]",
