@@ -41,7 +41,11 @@ def compile(
             states on a CUDA device.
         donate: a train step writes the new state into the old state's tensors instead of
             allocating new ones (JAX's ``donate_argnums``): less memory and allocation, but
-            the state passed in is consumed: use only the returned one.
+            the state passed in is consumed, whether the call succeeds or fails inside the
+            graph (then its tensors may hold a partial update): any later use of it (a
+            step, ``save_state``, ``load_state_into``) raises ``ValueError``; use the
+            returned state. A call refused by the checks before the graph runs (a batch or
+            state that does not fit) consumes nothing.
         dynamic: passed to ``torch.compile`` (False: specialize on shapes).
         backend: ``torch.compile`` backend.
         options: extra inductor options.

@@ -244,6 +244,9 @@ def load_state_into(model: nn.Module, state: object) -> nn.Module:
 
     Checks names and shapes first, so a mismatch changes nothing.
     """
+    from purestep.core.state import check_not_donated  # state.py imports this module
+
+    check_not_donated(state)
     spec = ModelSpec.of(model)
     params = getattr(state, "params", None)
     buffers = getattr(state, "buffers", None)

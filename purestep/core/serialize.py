@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from torch.utils import _pytree as _pt
 
 from purestep.core.rng import rng_key
-from purestep.core.state import TrainState
+from purestep.core.state import TrainState, check_not_donated
 from purestep.core.step import TrainStep
 
 __all__ = [
@@ -109,6 +109,7 @@ def _named_leaves(state: TrainState) -> list[tuple[str, Any]]:
 def _check_state(state: Any) -> None:
     if not isinstance(state, TrainState):
         raise TypeError(f"state must be a purestep.TrainState, got {type(state).__name__}")
+    check_not_donated(state)
     for name in ("params", "buffers"):
         if not isinstance(getattr(state, name), Mapping):
             raise TypeError(

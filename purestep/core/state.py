@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, NamedTuple
 
 import torch
@@ -12,7 +13,7 @@ from purestep.core.pytree import check_tensor_leaves, tree_map
 from purestep.core.rng import convert_key, rng_key
 from purestep.optim.base import GradientTransformation, Optimizer
 
-__all__ = ["TrainState"]
+__all__ = ["TrainState", "check_not_donated", "mark_donated"]
 
 
 class TrainState(NamedTuple):
@@ -83,3 +84,37 @@ class TrainState(NamedTuple):
         for p in self.params.values():
             return p.device
         return self.step.device
+
+
+# Donation (purestep.compile(step, donate=True)) consumes the state passed in, JAX-style:
+# its tensors receive the call's result, or part of it if the call fails inside the graph.
+# A consumed state is known by its ``step`` tensor, which a donated call never writes (the
+# returned state gets a new one) and which ``_replace`` carries along: id -> weak reference,
+# so the registry holds nothing alive and costs nothing while no state was donated.
+_DONATED: dict[int, weakref.ref[torch.Tensor]] = {}
+
+
+def mark_donated(state: TrainState) -> None:
+    """Record that ``state`` was handed to a donated call: any later use is an error."""
+    key = id(state.step)
+
+    def forget(ref: weakref.ref[torch.Tensor], key: int = key) -> None:
+        if _DONATED.get(key) is ref:
+            del _DONATED[key]
+
+    _DONATED[key] = weakref.ref(state.step, forget)
+
+
+def check_not_donated(state: Any) -> None:
+    """Raise ``ValueError`` if ``state`` was consumed by a donated call."""
+    if not _DONATED:
+        return
+    step = getattr(state, "step", None)
+    ref = _DONATED.get(id(step))
+    if ref is not None and ref() is step:
+        raise ValueError(
+            "this TrainState was donated to a compiled step (purestep.compile(..., "
+            "donate=True)): its tensors now hold that call's result, or part of it if the "
+            "call failed, so it cannot be used again; use the state the step returned (or "
+            "one saved before)"
+        )

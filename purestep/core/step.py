@@ -25,7 +25,7 @@ from torch.func import functional_call, grad_and_value
 from purestep.core.module import ModelMirror, ModelSpec, make_skeleton
 from purestep.core.pytree import check_tensor_leaves, tree_flatten, tree_map, tree_structure
 from purestep.core.rng import rng_scope
-from purestep.core.state import TrainState
+from purestep.core.state import TrainState, check_not_donated, mark_donated
 from purestep.optim.base import GradientTransformation, Optimizer, as_optimizer
 
 __all__ = ["EvalStep", "TrainStep", "make_eval_step", "make_train_step"]
@@ -97,6 +97,7 @@ class _Step:
         """Raise a clear ``TypeError``/``ValueError`` if ``state`` does not fit this step."""
         if not isinstance(state, TrainState):
             raise TypeError(f"state must be a purestep.TrainState, got {type(state).__name__}")
+        check_not_donated(state)
         self.spec.check("params", state.params)
         self.spec.check("buffers", state.buffers)
         for name in ("step", "rng"):
@@ -223,14 +224,21 @@ class _Step:
 
 def _write_into(old: TrainState, new: TrainState) -> TrainState:
     """``new``'s values written into ``old``'s tensors (donation): the compiled graph then
-    stores its results in the old state's memory instead of allocating a new state."""
+    stores its results in the old state's memory instead of allocating a new state.
+
+    ``step`` is left alone: the new state gets a tensor of its own there, so the old
+    state's ``step`` tensor stays the mark of a consumed state (``mark_donated``)."""
 
     def put(o: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         if n is o or o.shape != n.shape or o.dtype != n.dtype:
             return n
         return o.copy_(n)
 
-    return tree_map(put, old, new)
+    return new._replace(
+        params=tree_map(put, old.params, new.params),
+        buffers=tree_map(put, old.buffers, new.buffers),
+        opt_state=tree_map(put, old.opt_state, new.opt_state),
+    )
 
 
 def _detach(tree: Any) -> Any:
@@ -309,6 +317,11 @@ class TrainStep(_Step):
         if state is not self._last_output:
             self.check_state(state)
         self.check_batch(batch, state)
+        if self.donate and self.compiled:
+            # The graph writes into the state's tensors: from here on it is consumed, even
+            # if the call fails half way (JAX's donated-buffer semantics).
+            self._last_output = None
+            mark_donated(state)
         with rng_scope(state.rng, state.device) as scope:
             new_state, metrics = self._impl(state, batch)
         out = new_state._replace(rng=scope.key)

@@ -20,7 +20,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from purestep.core.rng import rng_scope
-from purestep.core.state import TrainState
+from purestep.core.state import TrainState, check_not_donated
 from purestep.core.step import EvalStep, TrainStep
 
 __all__ = ["VmappedStep", "stack_states", "unstack_state", "vmap"]
@@ -33,6 +33,7 @@ def stack_states(states: Sequence[TrainState]) -> TrainState:
     for i, s in enumerate(states):
         if not isinstance(s, TrainState):
             raise TypeError(f"states[{i}] is a {type(s).__name__}, not a TrainState")
+        check_not_donated(s)
     try:
         return tree_map(lambda *leaves: torch.stack(leaves), *states)
     except (ValueError, RuntimeError) as err:
