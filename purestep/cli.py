@@ -172,56 +172,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _parity(args: argparse.Namespace) -> int:
     """Exit 0 on parity, 1 on divergence or a failure while running, 2 on a bad config."""
-    from purestep.parity import compare
-    from purestep.train.build import (
-        batches_for_parity,
-        build_criterion,
-        build_model,
-        build_torch_optimizer,
-        build_torch_scheduler,
-        is_plateau,
-    )
+    from purestep.train.run import parity_run
 
     try:
-        cfg = _load(args)
-        parity = cfg.parity
-        steps = args.steps if args.steps is not None else parity.steps
-        mode = args.mode if args.mode is not None else parity.mode
-        batches = batches_for_parity(cfg)
-        criterion = build_criterion(cfg.loss)
-        build_model(cfg)  # a bad model section is a config error, before the run
-        if is_plateau(cfg.scheduler):
-            raise _config_error(
-                "scheduler: purestep parity compares per-step schedulers; "
-                "ReduceLROnPlateau is checked by ps.parity.compare(...)"
-            )
-        per_epoch = cfg.scheduler is not None and cfg.scheduler.every == "epoch"
-        device = None if cfg.train.device == "auto" else cfg.train.device
-    except _bad_input_types() as err:
-        return _fail("parity", err, EXIT_BAD_INPUT)
-    try:
-        report = compare(
-            model=lambda: build_model(cfg),
-            criterion=criterion,
-            torch_optimizer_from_model=lambda model: build_torch_optimizer(cfg.optimizer, model),
-            batches=batches,
-            steps=steps,
-            mode=mode,  # None: bitwise, or with --compile the compiled tolerance
-            rtol=parity.rtol if "rtol" in parity.model_fields_set else None,
-            atol=parity.atol if "atol" in parity.model_fields_set else None,
-            forcing=parity.forcing,
-            scheduler=(lambda opt: build_torch_scheduler(cfg.scheduler, opt))
-            if cfg.scheduler
-            else None,
-            scheduler_every=max(1, len(batches) // cfg.train.accumulation_steps)
-            if per_epoch
-            else 1,
-            clip_grad_norm=cfg.train.clip_grad_norm,
-            accumulation_steps=cfg.train.accumulation_steps,
-            compile=args.compile,
-            seed=cfg.train.seed,
-            device=device,
-        )
+        report = parity_run(_load(args), steps=args.steps, mode=args.mode, compile=args.compile)
     except _bad_input_types() as err:
         return _fail("parity", err, EXIT_BAD_INPUT)
     except Exception as err:  # the model rejects its batch, an internal error ...
@@ -231,12 +185,6 @@ def _parity(args: argparse.Namespace) -> int:
         Path(args.json).write_text(report.to_json())
         print(f"report written to {args.json}")
     return EXIT_OK if report.ok else EXIT_FAILURE
-
-
-def _config_error(message: str) -> Exception:
-    from purestep.train.config import ConfigError
-
-    return ConfigError(message)
 
 
 # -- demo, bench -------------------------------------------------------------------------

@@ -1,97 +1,63 @@
-"""The demo job: circles vs squares, trained through the compiled pure step, then a parity
-check against the imperative PyTorch loop. ``purestep demo`` / ``make demo`` run it."""
+"""The demo job (``purestep demo`` / ``make demo``): circles vs squares trained with
+``purestep train`` through the compiled pure step, evaluated on its test split, then a
+bitwise parity check against the imperative PyTorch loop. The config is
+``examples/sprites.yaml`` (embedded here so an installed package can run it)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from pathlib import Path
 
-import torch
-from torch import nn
+import yaml
 
-import purestep as ps
-from purestep.core.metrics import binary_classification_metrics
-from purestep.data import iterate_batches, make_sprites
+__all__ = ["DEMO_CONFIG", "main"]
 
-__all__ = ["main", "sprite_mlp"]
-
-
-def sprite_mlp(seed: int = 0) -> nn.Module:
-    """The demo classifier: 64 -> 64 -> 64 -> 1 logit, with dropout."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Linear(64, 64),
-        nn.ReLU(),
-        nn.Dropout(0.1),
-        nn.Linear(64, 64),
-        nn.ReLU(),
-        nn.Linear(64, 1),
-        nn.Flatten(0),  # (N, 1) -> (N,), the shape of BCEWithLogitsLoss targets
-    )
+DEMO_CONFIG = """
+model: {name: mlp, in_features: 64, hidden: [64, 64], out_features: 1, dropout: 0.1}
+data: {name: sprites, n_train: 2048, n_val: 512, n_test: 512, batch_size: 64, seed: 0}
+loss: bce_with_logits
+optimizer: {name: Adam, lr: 3e-3}
+scheduler: {name: ReduceLROnPlateau, factor: 0.5, patience: 2}
+metrics: [accuracy, precision, recall, f1, confusion_matrix]
+early_stopping: {monitor: val_loss, patience: 5, restore_best: true}
+train: {epochs: 5, seed: 0, compile: true}
+checkpoint: {every_epochs: 1, keep: 3}
+parity: {steps: 100}
+"""
 
 
 def main(
     epochs: int = 5,
-    batch_size: int = 64,
-    lr: float = 3e-3,
     compile: bool = True,
     parity_steps: int = 100,
+    out: str | Path = "runs/demo",
     print_fn: Callable[[str], None] = print,
 ) -> dict[str, float]:
-    """Train, evaluate, check parity; returns the final metrics (for tests)."""
-    torch.manual_seed(0)
-    x_train, y_train = make_sprites(2048, seed=0)
-    x_val, y_val = make_sprites(512, seed=1)
-    model = sprite_mlp()
-    criterion = nn.BCEWithLogitsLoss()
-    opt = ps.optim.adam(lr=lr)
-    state = ps.TrainState.create(model, opt, seed=0)
-    train_step = ps.make_train_step(model, criterion, opt, metrics_fn=binary_classification_metrics)
-    eval_step = ps.make_eval_step(model, criterion, metrics_fn=binary_classification_metrics)
-    if compile:
-        train_step, eval_step = ps.compile(train_step), ps.compile(eval_step)
-    mode = "compiled" if compile else "eager"
-    print_fn(
-        f"circles vs squares: {len(x_train)} train / {len(x_val)} val 8x8 sprites, "
-        f"MLP 64-64-64-1, BCEWithLogitsLoss + Adam(lr={lr}), {mode} pure step"
-    )
-    result: dict[str, float] = {}
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        losses = []
-        for batch in iterate_batches(
-            (x_train, y_train), batch_size, seed=0, epoch=epoch, drop_last=True
-        ):
-            state, metrics = train_step(state, batch)
-            losses.append(metrics["loss"])
-        val = eval_step(state, (x_val, y_val))
-        result = {
-            "train_loss": float(torch.stack(losses).mean()),
-            "val_loss": float(val["loss"]),
-            "val_accuracy": float(val["accuracy"]),
-        }
-        note = ", incl. compile" if compile and epoch == 0 else ""
-        print_fn(
-            f"epoch {epoch + 1}/{epochs}  train loss {result['train_loss']:.4f}  "
-            f"val loss {result['val_loss']:.4f}  val acc {result['val_accuracy']:.3f}  "
-            f"({time.perf_counter() - start:.1f} s{note})"
-        )
+    """Train, evaluate, check parity; returns the headline figures (for tests)."""
+    from purestep.train.config import parse_config
+    from purestep.train.run import evaluate_checkpoint, parity_run, train_run
 
+    raw = yaml.safe_load(DEMO_CONFIG)
+    raw["train"] |= {"epochs": epochs, "compile": compile}
+    cfg = parse_config(raw)
+    print_fn(f"$ purestep train --config examples/sprites.yaml --out {out}")
+    run = train_run(cfg, out, overwrite=True, print_fn=print_fn)
+    last = run.history.records[-1]
+    result = {"val_loss": float(last["val_loss"]), "val_accuracy": float(last["val_accuracy"])}
+    print_fn("")
+    print_fn(f"$ purestep evaluate --checkpoint {out} --split test")
+    test = evaluate_checkpoint(out, split="test")
+    print_fn(
+        f"test ({test['examples']} sprites): loss {test['loss']:.4f}, accuracy "
+        f"{test['accuracy']:.3f}, f1 {test['f1']:.3f}; confusion {test['confusion_matrix']}"
+    )
+    result["test_accuracy"] = float(test["accuracy"])
     if parity_steps > 0:
-        batches = list(iterate_batches((x_train, y_train), batch_size, seed=1, drop_last=True))
-        report = ps.parity.compare(
-            model=sprite_mlp,
-            criterion=criterion,
-            torch_optimizer=lambda params: torch.optim.Adam(params, lr=lr, foreach=False),
-            batches=batches,
-            steps=parity_steps,
-            mode="bitwise",
-            seed=0,
-        )
         print_fn("")
-        print_fn(
-            f"parity vs the imperative nn.Module + torch.optim.Adam loop ({parity_steps} steps):"
-        )
+        print_fn(f"$ purestep parity --config examples/sprites.yaml --steps {parity_steps}")
+        report = parity_run(cfg, steps=parity_steps)
         print_fn(report.to_markdown(limit=6))
         result["parity_ok"] = float(report.ok)
+    else:
+        print_fn("parity check skipped (--parity-steps 0)")
     return result

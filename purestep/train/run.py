@@ -434,3 +434,53 @@ def evaluate_checkpoint(
         raise ConfigError(f"the data {exp.cfg.data.name!r} has no {split!r} split")
     result = evaluate(loaded.state, exp.eval_step, data, exp.metrics)
     return {"checkpoint": str(loaded.path), "split": split, "examples": data.num_examples, **result}
+
+
+def parity_run(
+    cfg: Config,
+    *,
+    steps: int | None = None,
+    mode: str | None = None,
+    compile: bool = False,
+) -> Any:
+    """``ps.parity.compare`` of the config's pure step against the imperative torch loop on
+    its training batches (``purestep parity``). Config problems raise ``ConfigError`` before
+    the comparison starts; what fails during it (a model rejecting its batch) propagates."""
+    from purestep.parity import compare
+    from purestep.train.build import (
+        batches_for_parity,
+        build_torch_optimizer,
+        build_torch_scheduler,
+        is_plateau,
+    )
+
+    parity = cfg.parity
+    batches = batches_for_parity(cfg)
+    criterion = build_criterion(cfg.loss)
+    build_model(cfg)  # a bad model section is a config error, before the run
+    # ReduceLROnPlateau steps once per epoch of the training batches, on their mean loss
+    # (parity checks the schedule's arithmetic; training monitors val_loss).
+    per_epoch = cfg.scheduler is not None and (
+        cfg.scheduler.every == "epoch" or is_plateau(cfg.scheduler)
+    )
+    device = None if cfg.train.device == "auto" else cfg.train.device
+    return compare(
+        model=lambda: build_model(cfg),
+        criterion=criterion,
+        torch_optimizer_from_model=lambda model: build_torch_optimizer(cfg.optimizer, model),
+        batches=batches,
+        steps=steps if steps is not None else parity.steps,
+        mode=mode if mode is not None else parity.mode,  # None: bitwise, compiled: its tolerance
+        rtol=parity.rtol if "rtol" in parity.model_fields_set else None,
+        atol=parity.atol if "atol" in parity.model_fields_set else None,
+        forcing=parity.forcing,
+        scheduler=(lambda opt: build_torch_scheduler(cfg.scheduler, opt))
+        if cfg.scheduler
+        else None,
+        scheduler_every=max(1, len(batches) // cfg.train.accumulation_steps) if per_epoch else 1,
+        clip_grad_norm=cfg.train.clip_grad_norm,
+        accumulation_steps=cfg.train.accumulation_steps,
+        compile=compile,
+        seed=cfg.train.seed,
+        device=device,
+    )
