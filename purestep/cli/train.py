@@ -1,0 +1,174 @@
+"""``purestep train`` and ``purestep evaluate``: a run directory from a config, and a
+checkpoint's loss and metrics on a split. A run stopped by SIGTERM/SIGINT saves a
+checkpoint and exits 143/130, so ``--resume`` continues it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from purestep.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_config_args,
+    bad_input_types,
+    fail,
+    load,
+    positive_int,
+)
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT ask the run to stop after the current step (a second one kills)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if self.signum is not None:  # asked twice: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\nreceived {signal.Signals(signum).name}: saving a checkpoint after this step "
+            "(send it again to stop immediately)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+def train(args: argparse.Namespace) -> int:
+    from purestep.train.fit import NonFiniteLossError, TrainingInterrupted
+    from purestep.train.run import train_run
+
+    bad_input = bad_input_types()
+    try:
+        overrides = list(args.set or [])
+        if args.epochs is not None:
+            overrides.append(f"train.epochs={args.epochs}")
+        args.set = overrides
+        cfg = load(args)
+        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+        with _StopFlag() as stop:
+            try:
+                train_run(
+                    cfg,
+                    out,
+                    resume=args.resume or False,
+                    overwrite=args.overwrite,
+                    device=args.device,
+                    compile=args.compile,
+                    plots=False if args.no_plots else None,
+                    should_stop=stop,
+                )
+            except TrainingInterrupted as err:
+                where = f"; checkpoint {err.checkpoint}" if err.checkpoint else ""
+                print(f"purestep train: {err}{where}; continue with --resume", file=sys.stderr)
+                return 128 + (stop.signum or signal.SIGTERM)
+    except bad_input as err:
+        return fail("train", err, EXIT_BAD_INPUT)
+    except NonFiniteLossError as err:
+        return fail("train", err, EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception as err:  # a model that rejects its data, an error inside the step ...
+        return fail("train", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
+    return EXIT_OK
+
+
+# -- evaluate ----------------------------------------------------------------------------
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from purestep.train.run import evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(args.checkpoint, split=args.split, device=args.device)
+    except bad_input_types() as err:
+        return fail("evaluate", err, EXIT_BAD_INPUT)
+    except Exception as err:
+        return fail("evaluate", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return EXIT_OK
+    print(f"checkpoint: {result['checkpoint']}")
+    print(f"split: {result['split']} ({result['examples']} examples)")
+    for key, value in result.items():
+        if key in ("checkpoint", "split", "examples") or isinstance(value, list):
+            continue
+        print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+    for key, value in result.items():
+        if isinstance(value, list):
+            print(f"{key} (rows: true class, columns: predicted):")
+            for row in value:
+                print("  " + " ".join(f"{v:6d}" for v in row))
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    """Add the ``train/evaluate`` subcommand(s)."""
+    train_parser = sub.add_parser(
+        "train", help="train a model from a YAML config into a run directory"
+    )
+    add_config_args(train_parser)
+    train_parser.add_argument(
+        "--out", default=None, help="run directory (default: runs/<config name>)"
+    )
+    train_parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CKPT",
+        help="continue from OUT's latest checkpoint (fresh start if none), or from CKPT",
+    )
+    train_parser.add_argument(
+        "--overwrite", action="store_true", help="replace the checkpoints of an existing run"
+    )
+    train_parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="override train.epochs"
+    )
+    train_parser.add_argument(
+        "--no-plots", action="store_true", help="do not write OUT/plots/*.png"
+    )
+    train_parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    train_parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the pure step (default: train.compile)",
+    )
+    train_parser.set_defaults(func=train)
+
+    evaluate_parser = sub.add_parser(
+        "evaluate", help="loss and metrics of a checkpoint on a data split"
+    )
+    evaluate_parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a step directory, a latest/best pointer, or a run directory (its best)",
+    )
+    evaluate_parser.add_argument("--split", choices=["train", "val", "test"], default="val")
+    evaluate_parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    evaluate_parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate_parser.set_defaults(func=evaluate)
