@@ -227,6 +227,9 @@ def build_model(cfg: Config, *, input_example: torch.Tensor | None = None) -> nn
         and input_example.is_floating_point()
     ):
         kwargs["in_features"] = int(input_example.shape[1])
+    params = inspect.signature(factory).parameters if callable(factory) else {}
+    if cfg.model.name in MODELS and "seed" in params and "seed" not in kwargs:
+        kwargs["seed"] = cfg.train.seed  # a built-in model initialises from the run's seed
     model = call_with_section(factory, kwargs, "model")
     if not isinstance(model, nn.Module):
         raise ConfigError(
