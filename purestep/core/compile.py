@@ -56,6 +56,12 @@ def compile(
     Random ops use inductor's ``fallback_random`` so that a compiled step draws exactly the
     dropout masks the eager step draws from the same key.
 
+    Errors are the eager step's: a batch signature (structure, shapes, dtypes) not seen
+    before first goes through the eager step, so what it rejects is rejected with the same
+    exception and message before anything is traced or run (one eager step per new
+    signature); a failure inside the graph (e.g. a class index out of range) is diagnosed
+    by re-running the eager step on the same inputs (see ``purestep.core.step.call_compiled``).
+
     No stale user values: what the user can change and the graph reads (the criterion's
     attributes, the model's attributes, which the step's skeleton shares with the model,
     hooks, globals that the loss or the forward reads) stays guarded, so a change

@@ -88,6 +88,7 @@ class _Step:
         self._mirror = ModelMirror(model, self.skeleton)
         self.compiled = False
         self._impl: Callable[[TrainState, Any], Any] = self._pure
+        self._validated: list[Any] = []  # batch signatures the eager step accepted (compiled)
         self._state_treedef: Any = None
         self._last_output: Any = None
         self.donate = False
@@ -219,7 +220,92 @@ class _Step:
         twin._impl = impl
         twin.compiled = True
         twin._last_output = None
+        twin._validated = []
         return twin
+
+
+def call_compiled(
+    impl: Callable[[Any, Any], Any],
+    eager: Callable[[Any, Any], Any],
+    validated: list[Any],
+    state: TrainState,
+    batch: Any,
+    *,
+    key: torch.Tensor | None = None,
+    device: torch.device | None = None,
+    donate: bool = False,
+) -> tuple[Any, torch.Tensor]:
+    """Run a compiled step's function ``impl`` so that it fails exactly as ``eager`` does.
+
+    Returns ``impl``'s result and the advanced RNG key (``key``, default ``state.rng``,
+    drawn on ``device``, default ``state.device``).
+
+    A batch signature (structure, shapes, dtypes) not seen before is first run through
+    the eager function: what it rejects (float64 inputs for a float32 model, int32 class
+    targets, a wrong feature size ...) is rejected with its very exception and message,
+    before any graph is traced, run or handed a donated state; what it accepts is
+    remembered, so this costs one eager step per new signature. A failure inside the
+    graph on a known signature (a class index out of range trips an inductor kernel
+    assertion) is diagnosed by re-running the eager function on the same inputs: its
+    exception is raised instead, with the compiled error in a note; if eager succeeds,
+    the compiled error stands. ``donate``: the state is marked consumed just before the
+    graph runs (see ``purestep.compile``).
+    """
+    key = state.rng if key is None else key
+    device = state.device if device is None else device
+    signature = _signature(batch)
+    if signature not in validated:
+        with rng_scope(key, device):
+            eager(state, batch)
+        validated.append(signature)
+    if donate:
+        mark_donated(state)
+    try:
+        with rng_scope(key, device) as scope:
+            out = impl(state, batch)
+    except Exception as compiled_error:
+        if donate:
+            _add_note(compiled_error, _CONSUMED_NOTE)
+        try:
+            with rng_scope(key, device):
+                eager(state, batch)
+        except Exception as eager_error:
+            first_line = (str(compiled_error).strip().splitlines() or [""])[0]
+            _add_note(
+                eager_error,
+                "(the eager step's diagnosis: the compiled step failed on the same input "
+                f"with {type(compiled_error).__name__}: {first_line[:200]})",
+            )
+            if donate:
+                _add_note(eager_error, _CONSUMED_NOTE)
+            eager_error.__suppress_context__ = True  # the compiled error is in the note
+            raise eager_error from eager_error.__cause__
+        raise
+    return out, scope.key
+
+
+def _signature(batch: Any) -> Any:
+    """What decides a compiled step's verdict on a batch: structure, shapes and dtypes."""
+    if type(batch) is tuple and all(type(x) is torch.Tensor for x in batch):
+        return tuple([(x.shape, x.dtype) for x in batch])  # the common case, 1 us
+    leaves, spec = tree_flatten(batch)
+    kinds = [(x.shape, x.dtype) if isinstance(x, torch.Tensor) else type(x) for x in leaves]
+    return (spec, tuple(kinds))
+
+
+_CONSUMED_NOTE = (
+    "(the state given to this donated call is consumed: its tensors may hold a partial "
+    "update; use a state saved before)"
+)
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """``error.add_note`` (Python 3.11+), or the ``__notes__`` list it fills, on 3.10."""
+    add = getattr(error, "add_note", None)
+    if add is not None:
+        add(note)
+    else:
+        error.__notes__ = [*getattr(error, "__notes__", []), note]  # type: ignore[attr-defined]
 
 
 def _write_into(old: TrainState, new: TrainState) -> TrainState:
@@ -317,14 +403,17 @@ class TrainStep(_Step):
         if state is not self._last_output:
             self.check_state(state)
         self.check_batch(batch, state)
-        if self.donate and self.compiled:
-            # The graph writes into the state's tensors: from here on it is consumed, even
-            # if the call fails half way (JAX's donated-buffer semantics).
-            self._last_output = None
-            mark_donated(state)
-        with rng_scope(state.rng, state.device) as scope:
-            new_state, metrics = self._impl(state, batch)
-        out = new_state._replace(rng=scope.key)
+        if self.compiled:
+            if self.donate:
+                self._last_output = None
+            (new_state, metrics), key = call_compiled(
+                self._impl, self._pure, self._validated, state, batch, donate=self.donate
+            )
+        else:
+            with rng_scope(state.rng, state.device) as scope:
+                new_state, metrics = self._impl(state, batch)
+            key = scope.key
+        out = new_state._replace(rng=key)
         self._last_output = out
         return out, metrics
 
@@ -420,6 +509,8 @@ class EvalStep(_Step):
         self._mirror.sync()
         self.check_state(state)
         self.check_batch(batch, state)
+        if self.compiled:
+            return call_compiled(self._impl, self._pure, self._validated, state, batch)[0]
         with rng_scope(state.rng, state.device):
             return self._impl(state, batch)
 

@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_map
 
 from purestep.core.rng import rng_scope
 from purestep.core.state import TrainState, check_not_donated
-from purestep.core.step import EvalStep, TrainStep
+from purestep.core.step import EvalStep, TrainStep, call_compiled
 
 __all__ = ["VmappedStep", "stack_states", "unstack_state", "vmap"]
 
@@ -60,11 +60,13 @@ class VmappedStep:
         self.batch_axis = batch_axis
         self.compiled = False
         self._training = isinstance(step, TrainStep)
-        self._impl = torch.func.vmap(step._pure, in_dims=(0, batch_axis), randomness="different")
+        self._eager = torch.func.vmap(step._pure, in_dims=(0, batch_axis), randomness="different")
+        self._impl = self._eager
+        self._validated: list[Any] = []
 
     @property
     def _pure(self) -> Any:
-        return self._impl
+        return self._eager
 
     def __call__(self, state: TrainState, batch: Any) -> Any:
         if not isinstance(state, TrainState):
@@ -86,18 +88,32 @@ class VmappedStep:
             else tree_map(lambda t: t.select(self.batch_axis, 0), batch)
         )
         self.step.check_batch(sample, first)
-        with rng_scope(state.rng[0], first.device) as scope:
-            out: Any = self._impl(state, batch)
+        out: Any
+        if self.compiled:
+            out, key = call_compiled(
+                self._impl,
+                self._eager,
+                self._validated,
+                state,
+                batch,
+                key=state.rng[0],
+                device=first.device,
+            )
+        else:
+            with rng_scope(state.rng[0], first.device) as scope:
+                out = self._impl(state, batch)
+            key = scope.key
         if not self._training:
             return out
         new_state, metrics = out
-        return new_state._replace(rng=scope.key.expand(k, -1).clone()), metrics
+        return new_state._replace(rng=key.expand(k, -1).clone()), metrics
 
     def _with_impl(self, impl: Any) -> VmappedStep:
         twin = object.__new__(VmappedStep)
         twin.__dict__.update(self.__dict__)
         twin._impl = impl
         twin.compiled = True
+        twin._validated = []
         return twin
 
 
