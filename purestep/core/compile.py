@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from purestep._compat import portable_guard_filter
 from purestep.core.module import ModelMirror
 from purestep.core.pytree import structure_of
 from purestep.core.step import EvalStep, TrainStep
@@ -88,10 +89,11 @@ def compile(
     kwargs: dict[str, Any] = {"fullgraph": True, "dynamic": dynamic, "backend": backend}
     # torch.compile takes the guard filter out of options for every backend; the rest of
     # the options are inductor's.
-    kwargs["options"] = {
-        **(inductor_options if backend == "inductor" else {}),
-        "guard_filter_fn": keep_user_guards,
-    }
+    kwargs["options"] = dict(inductor_options) if backend == "inductor" else {}
+    if portable_guard_filter() is not None:
+        # A torch recent enough to have dynamo's guard filters; on an older one the
+        # compiled step keeps all of dynamo's guards: correct, a little slower per call.
+        kwargs["options"]["guard_filter_fn"] = keep_user_guards
     if donate:
         if not isinstance(step, TrainStep):
             raise ValueError("donate=True is for train steps (an eval step returns no state)")

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch._dynamo.utils import counters
 
 import purestep as ps
+from purestep._compat import counters
 from tests.support import batches, cnn, examples, mlp, tree_equal
 
 TOL = {"atol": 1e-6, "rtol": 1e-6}
@@ -37,7 +37,7 @@ def test_fullgraph_and_zero_recompiles_over_300_steps_with_changing_lr(adam_mlp)
     data = batches((10,), n=8)
     state, _ = compiled(state, data[0])  # warm-up: the one compilation
     counters.clear()
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch.compiler.set_stance("fail_on_recompile"):
         for t in range(300):
             lr = 1e-2 * (0.99**t)
             state = state._replace(opt_state=ps.optim.set_hyperparam(state.opt_state, "lr", lr))
@@ -46,6 +46,20 @@ def test_fullgraph_and_zero_recompiles_over_300_steps_with_changing_lr(adam_mlp)
     assert counters["stats"]["unique_graphs"] == 0, "a new graph was compiled after warm-up"
     assert int(state.step) == 301 and torch.isfinite(metrics["loss"])
     assert float(ps.optim.get_hyperparam(state.opt_state, "lr")) == pytest.approx(1e-2 * 0.99**299)
+
+
+def test_the_no_recompile_stance_bites(adam_mlp):
+    """What the no-recompile tests rely on: under torch's "fail_on_recompile" stance, a
+    call that needs a new graph of a compiled step (another batch size) is an error."""
+    model, opt, _, compiled = adam_mlp
+    state = ps.TrainState.create(model, opt, seed=0)
+    x, y = batches((10,), n=1)[0]
+    compiled(state, (x, y))
+    with (
+        torch.compiler.set_stance("fail_on_recompile"),
+        pytest.raises(RuntimeError, match="recompil"),
+    ):
+        compiled(state, (x[:8], y[:8]))
 
 
 def test_compiled_step_matches_eager_per_step(adam_mlp):
@@ -112,7 +126,7 @@ def test_compiled_conv_net_keeps_the_state_layout_and_compiles_once():
     data = batches((1, 6, 6), n=4)
     state, _ = compiled(state, data[0])
     counters.clear()
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch.compiler.set_stance("fail_on_recompile"):
         for t in range(1, 6):
             state, metrics = compiled(state, data[t % 4])
     assert counters["stats"]["unique_graphs"] == 0
