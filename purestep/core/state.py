@@ -27,7 +27,10 @@ class TrainState(NamedTuple):
         rng: the random key (a generator state, see ``purestep.core.rng``).
 
     A NamedTuple is a pytree for ``torch.utils._pytree``, ``torch.func`` and
-    ``torch.compile`` alike, so the state can be flattened, vmapped and saved as is.
+    ``torch.compile`` alike, so the state can be flattened, vmapped and compiled over as
+    is. Save it with ``purestep.save_state`` (safetensors, no pickle), not ``torch.save``:
+    that pickles the optimizer's state classes, which ``torch.load`` refuses under its
+    default ``weights_only=True`` unless each one is allowlisted.
     """
 
     params: dict[str, torch.Tensor]
