@@ -59,19 +59,38 @@ _SKELETON_OWN = frozenset({"_parameters", "_buffers", "_modules", "training"})
 
 def make_skeleton(model: nn.Module, *, training: bool) -> nn.Module:
     """A copy of ``model``'s module tree with meta-device parameters and buffers and a fixed
-    train/eval mode; every other module attribute is the user's very object (not a copy)."""
-    memo: dict[int, object] = {}
-    for p in model.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
-    for b in model.buffers():
-        memo[id(b)] = torch.empty_like(b, device="meta")
+    train/eval mode; every other module attribute is the user's very object (not a copy),
+    except a container holding the model's own parameters or buffers (a list of weights),
+    which is copied with the meta stand-ins, since the step could not swap those."""
+    memo = _meta_memo(model)
     for m in model.modules():
         for k, v in vars(m).items():
-            if k not in _SKELETON_OWN:
+            if k not in _SKELETON_OWN and not _holds(v, memo):
                 memo[id(v)] = v  # deepcopy returns memo entries as they are: shared
     skeleton = copy.deepcopy(model, memo)
     skeleton.train(training)
     return skeleton
+
+
+def _meta_memo(model: nn.Module) -> dict[int, Any]:
+    """``deepcopy`` memo: each parameter and buffer of ``model`` -> an empty meta twin."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return memo
+
+
+def _holds(value: Any, tensors: Mapping[int, Any], depth: int = 4) -> bool:
+    """Whether ``value`` is, or a list/tuple/dict/set inside it holds, one of ``tensors``."""
+    if id(value) in tensors:
+        return True
+    if depth and isinstance(value, list | tuple | set | frozenset):
+        return any(_holds(v, tensors, depth - 1) for v in value)
+    if depth and isinstance(value, dict):
+        return any(_holds(v, tensors, depth - 1) for v in value.values())
+    return False
 
 
 # torch's own per-module containers, shared with the skeleton and only ever changed in
@@ -119,6 +138,14 @@ class ModelMirror:
     def __init__(self, model: nn.Module, skeleton: nn.Module) -> None:
         self._model_name = type(model).__name__
         self._pairs = list(zip(model.modules(), skeleton.modules(), strict=True))
+        self._memo: dict[int, Any] = {
+            id(mine): theirs
+            for mine, theirs in zip(
+                [*model.parameters(), *model.buffers()],
+                [*skeleton.parameters(), *skeleton.buffers()],
+                strict=True,
+            )
+        }
         users = [user for user, _ in self._pairs]
         self._module_dicts = tuple(vars(user) for user in users)
         self._child_dicts = tuple(user._modules for user in users)
@@ -169,7 +196,9 @@ class ModelMirror:
             shared = {k: v for k, v in mine.items() if k not in _SKELETON_OWN}
             for k in [k for k in theirs if k not in _SKELETON_OWN and k not in shared]:
                 del theirs[k]  # deleted on the user's side
-            theirs.update(shared)
+            for k, v in shared.items():
+                # As make_skeleton: what holds the model's tensors gets a meta copy.
+                theirs[k] = copy.deepcopy(v, dict(self._memo)) if _holds(v, self._memo) else v
             for k, v in shared.items():
                 if k not in _SHARED_CONTAINERS:
                     dicts.append(mine)

@@ -173,3 +173,19 @@ def test_the_model_is_still_never_modified():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert model.training and all(p.device.type == "cpu" for p in model.parameters())
     assert model.temperature == 2.0
+
+
+def test_a_container_of_the_models_own_tensors_is_copied_not_shared():
+    """A list holding the model's parameters cannot be swapped for the state's tensors by
+    functional_call: the skeleton keeps a meta copy of it (as before), never the user's
+    real weights, while plain attributes are the user's objects."""
+    model = Tempered()
+    model.extra = [model.body[0].weight, 3]
+    model.table = {"scale": 2.0}
+    step = ps.make_train_step(model, F.cross_entropy, ps.optim.sgd(lr=0.1))
+    body = step.skeleton.body[0]
+    assert step.skeleton.extra[0] is body.weight and body.weight.device.type == "meta"
+    assert step.skeleton.table is model.table
+    model.extra = [model.body[2].weight]  # rebound: copied again on the next call
+    step(ps.TrainState.create(model, ps.optim.sgd(lr=0.1)), batches((10,), n=1)[0])
+    assert step.skeleton.extra[0] is step.skeleton.body[2].weight
