@@ -89,6 +89,13 @@ TARGETS: list[tuple[str, str, str, str, float]] = [
     (_VS_JAX, "W2", _FC, "JAX + optax jit", 1 / 1.1),
     (f"vmap K={K} compiled sweep vs {K} sequential compiled", "W1", _SWEEP, _SEQUENTIAL, 3.0),
     (f"vmap K={K} compiled sweep vs {K} sequential compiled", "W2", _SWEEP, _SEQUENTIAL, 3.0),
+    (
+        "fit loop vs the bare loop of the same compiled step (time <= 1.05x)",
+        "W1",
+        "fit loop (compiled, metrics + logging)",
+        "bare loop (same compiled step)",
+        1 / 1.05,
+    ),
     ("CUDA-graph functional vs eager imperative", "W1", _GRAPHS, "imperative eager", 4.0),
     ("CUDA-graph functional vs eager imperative", "W2", _GRAPHS, "imperative eager", 4.0),
     ("CUDA-graph functional vs eager imperative", "W5", _GRAPHS, "imperative eager", 1.3),

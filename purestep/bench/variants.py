@@ -163,6 +163,93 @@ def sequential(workload: Workload, device: torch.device, compiled: bool = False)
     return Variant(name, step, lambda: float(last[0]["loss"]), steps_per_call=K, compiled=compiled)
 
 
+FIT_STEPS = 50  # steps per call of the fit-loop variants: one epoch of this many batches
+
+
+def _metric_step(workload: Workload, device: torch.device) -> tuple[Any, Any, Any, Any]:
+    """A compiled pure step that also returns accuracy statistics, as ``purestep train``
+    builds it for a classifier, its state and one epoch of (the same) batches."""
+    from purestep.train.metrics import make_metrics
+
+    if workload.name not in ("W1", "W2"):
+        raise Unavailable(f"the fit-loop overhead is measured on W1 and W2, not {workload.name}")
+    model = workload.build().to(device)
+    metrics = make_metrics(["accuracy"], "multiclass")
+    opt = ps.optim.adam(lr=LR)
+    step = ps.compile(ps.make_train_step(model, workload.criterion, opt, metrics_fn=metrics.stats))
+    batch = workload.batch(device)
+    return step, ps.TrainState.create(model, opt), [batch] * FIT_STEPS, metrics
+
+
+def fit_loop(workload: Workload, device: torch.device) -> Variant:
+    """``ps.fit`` over an epoch of ``FIT_STEPS`` batches: metrics accumulated on the device,
+    the running loss read every 10 steps, TensorBoard scalars, a History; no checkpoints."""
+    import tempfile
+
+    from purestep.train.fit import fit
+    from purestep.train.loggers import TensorBoardLogger
+
+    step, state, epoch, metrics = _metric_step(workload, device)
+    logger = TensorBoardLogger(tempfile.mkdtemp(prefix="purestep-bench-tb-"))
+    holder: list[Any] = [state, None]
+
+    def call() -> None:
+        holder[0], holder[1] = fit(
+            holder[0], step, epoch, epochs=1, metrics=metrics, log_every=10, loggers=[logger]
+        )
+
+    return Variant(
+        "fit loop (compiled, metrics + logging)",
+        call,
+        lambda: float(holder[1].records[-1]["loss"]),
+        steps_per_call=FIT_STEPS,
+        compiled=True,
+    )
+
+
+def bare_loop(workload: Workload, device: torch.device) -> Variant:
+    """The same compiled step (accuracy statistics included) in a bare Python loop: what
+    ``fit_loop`` costs on top of it."""
+    step, state, epoch, _ = _metric_step(workload, device)
+    holder: list[Any] = [state, None]
+
+    def call() -> None:
+        for batch in epoch:
+            holder[0], holder[1] = step(holder[0], batch)
+
+    return Variant(
+        "bare loop (same compiled step)",
+        call,
+        lambda: float(holder[1]["loss"]),
+        steps_per_call=FIT_STEPS,
+        compiled=True,
+    )
+
+
+def checkpoint_save(workload: Workload, device: torch.device) -> Variant:
+    """One crash-safe checkpoint of the workload's Adam state (temp dir, fsync, rename,
+    pointer): the per-call time is the time of one save."""
+    import tempfile
+
+    from purestep.train.checkpoint import Checkpointer, LoopState
+
+    model = workload.build().to(device)
+    opt = ps.optim.adam(lr=LR)
+    state = ps.TrainState.create(model, opt)
+    directory = tempfile.mkdtemp(prefix="purestep-bench-ckpt-")
+    saver = Checkpointer(directory, keep=2)
+    count = [0]
+
+    def call() -> None:
+        count[0] += 1
+        saver.save(state, LoopState(step=count[0]))
+
+    nbytes = sum(t.numel() * t.element_size() for t in ps.core.pytree.tree_leaves(state))
+    variant = Variant("checkpoint save", call, lambda: float("nan"))
+    variant.notes.append(f"{nbytes / 2**20:.1f} MB of state per save, in {directory}")
+    return variant
+
+
 def torchopt_functional(workload: Workload, device: torch.device) -> Variant:
     """torchopt's functional Adam with torch.func gradients (peer)."""
     try:
@@ -272,6 +359,9 @@ VARIANTS: dict[str, Callable[[Workload, torch.device], Variant]] = {
     f"{K} sequential eager": lambda w, d: sequential(w, d),
     f"vmap K={K} sweep compiled": lambda w, d: sweep(w, d, compiled=True),
     f"{K} sequential compiled (donated)": lambda w, d: sequential(w, d, compiled=True),
+    "fit loop (compiled, metrics + logging)": fit_loop,
+    "bare loop (same compiled step)": bare_loop,
+    "checkpoint save": checkpoint_save,
     "torchopt functional Adam": torchopt_functional,
     "JAX + optax jit": jax_optax,
 }
