@@ -114,7 +114,7 @@ def _peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _prepare(variant: Variant, device: torch.device, warmup: int) -> tuple[float, float]:
+def _prepare(variant: Variant, device: torch.device, warmup: int) -> tuple[float, float | None]:
     """First call (compile for compiled variants) and warm-up: (first-call s, first loss)."""
     start = time.perf_counter()
     variant.step()
