@@ -7,7 +7,10 @@ train_step = ps.make_train_step(model, nn.CrossEntropyLoss(), opt)
 state, metrics = train_step(state, (x, y))
 """
 
-from purestep import core, data, optim, parity
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+from purestep import core, data, optim, parity, train
 from purestep.core import (
     EvalStep,
     TrainState,
@@ -24,8 +27,12 @@ from purestep.core import (
     unstack_state,
     vmap,
 )
+from purestep.train import fit
 
-__version__ = "0.1.0"
+try:  # the one version source is pyproject.toml, read from the installed metadata
+    __version__ = _version("purestep")
+except _PackageNotFoundError:  # pragma: no cover - imported from a source tree, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "EvalStep",
@@ -35,6 +42,7 @@ __all__ = [
     "compile",
     "core",
     "data",
+    "fit",
     "load_state",
     "load_state_into",
     "make_eval_step",
@@ -45,6 +53,7 @@ __all__ = [
     "rng_scope",
     "save_state",
     "stack_states",
+    "train",
     "unstack_state",
     "vmap",
 ]
