@@ -13,7 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MODELS", "TinyLM", "build_model", "cnn", "layernorm_mlp", "mlp", "resnet8", "tiny_lm"]
+__all__ = [
+    "MODELS",
+    "TinyLM",
+    "build_model",
+    "cnn",
+    "convnet",
+    "layernorm_mlp",
+    "linear",
+    "mlp",
+    "resnet8",
+    "tiny_lm",
+]
 
 
 def _seeded(seed: int | None) -> None:
@@ -43,6 +54,14 @@ def mlp(
     if flatten_output if flatten_output is not None else out_features == 1:
         layers.append(nn.Flatten(0))
     return nn.Sequential(*layers)
+
+
+def linear(in_features: int = 1, out_features: int = 1, seed: int | None = 0) -> nn.Module:
+    """One ``nn.Linear``: linear regression (``mse``) or logistic regression. With
+    ``out_features=1`` the output is flattened to ``(N,)``, the shape of a 1-d target."""
+    _seeded(seed)
+    layer = nn.Linear(in_features, out_features)
+    return nn.Sequential(layer, nn.Flatten(0)) if out_features == 1 else nn.Sequential(layer)
 
 
 def layernorm_mlp(
@@ -84,6 +103,41 @@ def cnn(
         nn.Flatten(),
         nn.Linear(2 * channels, out_features),
     )
+
+
+def convnet(
+    in_channels: int = 1,
+    channels: Sequence[int] = (16, 32),
+    image_size: int = 16,
+    out_features: int = 10,
+    hidden: int = 64,
+    dropout: float = 0.0,
+    seed: int | None = 0,
+) -> nn.Module:
+    """The tutorials' small CNN: per entry of ``channels`` a 3x3 conv + BatchNorm + ReLU +
+    2x2 max-pool, then a flattened hidden layer (dropout before the head) and a linear
+    head. ``image_size`` (the input side) fixes the flattened width. With
+    ``out_features=1`` the output is ``(N,)``, what ``BCEWithLogitsLoss`` takes."""
+    _seeded(seed)
+    if not channels:
+        raise ValueError("channels must name at least one conv layer")
+    side = image_size
+    layers: list[nn.Module] = []
+    width = in_channels
+    for c in channels:
+        if side < 2:
+            raise ValueError(
+                f"image_size={image_size} is too small for {len(channels)} 2x2 poolings"
+            )
+        layers += [nn.Conv2d(width, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        width, side = c, side // 2
+    layers += [nn.Flatten(), nn.Linear(width * side * side, hidden), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(hidden, out_features))
+    if out_features == 1:
+        layers.append(nn.Flatten(0))
+    return nn.Sequential(*layers)
 
 
 class _BasicBlock(nn.Module):
@@ -204,8 +258,10 @@ def tiny_lm(
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
+    "linear": linear,
     "layernorm_mlp": layernorm_mlp,
     "cnn": cnn,
+    "convnet": convnet,
     "resnet8": resnet8,
     "tiny_lm": tiny_lm,
 }

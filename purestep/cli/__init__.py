@@ -11,12 +11,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from purestep.cli import bench, demo, parity, train
+from purestep.cli import bench, check, demo, parity, predict, sweep, train, tune
 
 __all__ = ["build_parser", "main"]
 
 # Each module's register(sub) adds its subcommand(s), in this order in --help.
-_COMMANDS = (train, parity, bench, demo)
+_COMMANDS = (train, predict, check, sweep, tune, parity, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

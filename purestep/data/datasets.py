@@ -340,9 +340,15 @@ def _sort_key(v: str) -> Any:
     return float(v) if _is_number(v) else v
 
 
+# Built-ins in their own modules (they import DataSplit from here, hence the late import).
+from purestep.data.image_folder import image_folder  # noqa: E402
+from purestep.data.text import text  # noqa: E402
+
 DATASETS: dict[str, Callable[..., Any]] = {
     "sprites": sprites,
     "blobs": blobs,
     "tokens": tokens,
     "csv": csv,
+    "image_folder": image_folder,
+    "text": text,
 }
