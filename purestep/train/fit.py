@@ -349,7 +349,7 @@ def fit(
                 )
             raise _StopOnNan(where)
         if nan_policy == "stop" and all(bool(p.isfinite().all()) for p in state.params.values()):
-            last_good = state
+            last_good = tree_clone(state) if donated else state
         shown = losses[finite] if nan_policy == "skip" else losses
         running = float(shown.double().mean()) * loss_scale if shown.numel() else math.nan
         bars.update(count, loss=running)
