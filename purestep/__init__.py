@@ -27,7 +27,7 @@ from purestep.core import (
     unstack_state,
     vmap,
 )
-from purestep.train import fit
+from purestep.train import fit, sweep, tune
 
 try:  # the one version source is pyproject.toml, read from the installed metadata
     __version__ = _version("purestep")
@@ -53,7 +53,9 @@ __all__ = [
     "rng_scope",
     "save_state",
     "stack_states",
+    "sweep",
     "train",
+    "tune",
     "unstack_state",
     "vmap",
 ]

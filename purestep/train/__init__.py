@@ -19,6 +19,8 @@ from purestep.train.fit import (
 )
 from purestep.train.metrics import MetricSet, make_metrics
 from purestep.train.run import build_experiment, evaluate_checkpoint, train_run
+from purestep.train.sweep import SweepResult, sweep
+from purestep.train.tune import TuneResult, tune
 
 __all__ = [
     "Checkpoint",
@@ -31,7 +33,9 @@ __all__ = [
     "LoopState",
     "MetricSet",
     "NonFiniteLossError",
+    "SweepResult",
     "TrainingInterrupted",
+    "TuneResult",
     "build_experiment",
     "evaluate",
     "evaluate_checkpoint",
@@ -41,5 +45,7 @@ __all__ = [
     "make_metrics",
     "parse_config",
     "resolve_checkpoint",
+    "sweep",
     "train_run",
+    "tune",
 ]

@@ -221,12 +221,19 @@ def monitor_of(cfg: Config, has_val: bool) -> tuple[str, str, float]:
     return monitor, mode, es.min_delta if es else 0.0
 
 
-def _build(cfgs: Sequence[Config], device: str | None) -> list[_Group]:
+def _build(
+    cfgs: Sequence[Config], device: str | None, labels: Sequence[str] | None = None
+) -> list[_Group]:
     groups: dict[str, _Group] = {}
     for i, cfg in enumerate(cfgs):
         if cfg.train.nan_policy not in NAN_POLICIES:  # pragma: no cover - the schema checks
             raise ConfigError(f"train.nan_policy: {cfg.train.nan_policy!r}")
-        exp = build_experiment(cfg, device=device, compile=False)
+        try:
+            exp = build_experiment(cfg, device=device, compile=False)
+        except ConfigError as err:
+            if labels is None:
+                raise
+            raise ConfigError(f"{err} (member {labels[i]})") from None
         state = exp.initial_state()
         key = _group_key(cfg, exp, state)
         group = groups.get(key)
@@ -761,12 +768,14 @@ def run_members(
     device: str | None = None,
     callback: Callback | None = None,
     cache: StepCache | None = None,
+    labels: Sequence[str] | None = None,
     print_fn: Callable[[str], None] | None = None,
 ) -> tuple[list[MemberResult], list[GroupReport]]:
-    """Train every config (see the module docstring); results in the order given."""
+    """Train every config (see the module docstring); results in the order given.
+    ``labels`` name the members in error messages (their settings)."""
     if chunk != "auto" and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ConfigError(f"--chunk: expected 'auto' or a positive integer, got {chunk!r}")
-    groups = _build(cfgs, device)
+    groups = _build(cfgs, device, labels)
     reports: list[GroupReport] = []
     for group in groups:
         plan, n, reason, probe, random = _plan(group, chunk, cache)

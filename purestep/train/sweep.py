@@ -170,8 +170,9 @@ def sweep(
         )
     if print_fn is not None:
         print_fn(f"sweep: {len(cfgs)} members")
+    labels = [", ".join(f"{k}={v!r}" for k, v in s.items()) or "base" for s in settings]
     members, groups = run_members(
-        cfgs, chunk=chunk, callback=callback, cache=cache, print_fn=print_fn
+        cfgs, chunk=chunk, callback=callback, cache=cache, labels=labels, print_fn=print_fn
     )
     monitor, mode = members[0].monitor, members[0].mode
     result = SweepResult(members, settings, groups, _pick_best(members), monitor, mode, target, 0.0)

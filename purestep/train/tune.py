@@ -141,11 +141,12 @@ def _recover(study: Any, optuna: ModuleType, print_fn: Callable[[str], None] | N
                 f"{t.number} is running): wait for it, or use another --storage"
             )
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        again = ""
+        if t.params:  # (killed between ask and its first suggestion: nothing to keep)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            again = ", its parameters queued again"
         if print_fn is not None:
-            print_fn(
-                f"trial {t.number} was interrupted: marked failed, its parameters queued again"
-            )
+            print_fn(f"trial {t.number} was interrupted: marked failed{again}")
 
 
 def _counted(study: Any, optuna: ModuleType) -> int:
@@ -173,7 +174,7 @@ def tune(
     out: str | os.PathLike[str],
     storage: str | None = None,
     study_name: str = STUDY_NAME,
-    pruner: str = "median",
+    pruner: Any = "median",
     seed: int = 0,
     chunk: int | str = "auto",
     overrides: Sequence[str] = (),
@@ -193,7 +194,7 @@ def tune(
         out: output directory (the study's SQLite file by default).
         storage: an Optuna storage URL (default ``sqlite:///<out>/study.db``).
         study_name: the study in the storage (resume: the same name).
-        pruner: ``"median"`` (Optuna's ``MedianPruner``) or ``"none"``.
+        pruner: ``"median"`` (Optuna's ``MedianPruner``), ``"none"``, or an Optuna pruner.
         seed: the sampler's seed (offset by the trials already in the study, so a resumed
             study does not draw its first points again).
         chunk: members per vmapped call (see ``ps.sweep``).
@@ -207,8 +208,14 @@ def tune(
     for name, value in (("trials", trials), ("parallel", parallel)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"--{name}: expected a positive integer, got {value!r}")
-    if pruner not in PRUNERS:
-        raise ConfigError(f"--pruner: expected one of {', '.join(PRUNERS)}, got {pruner!r}")
+    if isinstance(pruner, str):
+        if pruner not in PRUNERS:
+            raise ConfigError(f"--pruner: expected one of {', '.join(PRUNERS)}, got {pruner!r}")
+        chosen = optuna.pruners.MedianPruner() if pruner == "median" else optuna.pruners.NopPruner()
+    elif isinstance(pruner, optuna.pruners.BasePruner):
+        chosen = pruner
+    else:
+        raise TypeError(f"pruner must be 'median', 'none' or an Optuna pruner, got {pruner!r}")
     raw = base_config(config)
     fixed = [*overrides] + [
         f"train.{k}={json.dumps(v)}"
@@ -232,9 +239,7 @@ def tune(
             study_name=study_name,
             direction=direction,
             load_if_exists=True,
-            pruner=optuna.pruners.MedianPruner()
-            if pruner == "median"
-            else optuna.pruners.NopPruner(),
+            pruner=chosen,
         )
         if study.direction.name.lower() != direction:
             raise ConfigError(
