@@ -19,6 +19,11 @@ nowhere else:
   breaks), read by the benchmarks and the no-recompile tests; imported on first use;
 * the attributes of torch's lr schedulers that ``schedule_from_torch`` reads (their
   phases, children and milestones have no public accessors).
+* torch.distributed's functional collectives (``_functional_collectives``: the
+  collectives ``torch.compile`` traces into a graph), DDP's bucket assignment
+  (``_compute_bucket_assignment_by_size``, ``_DEFAULT_FIRST_BUCKET_BYTES``) and the default
+  process group's store, for the data-parallel step (``purestep.train.distributed``);
+  imported on first use.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 # (importing torch._dynamo takes seconds), hence not in __all__.
 __all__ = [
     "child_schedulers",
+    "compute_bucket_assignment_by_size",
+    "default_first_bucket_bytes",
+    "default_store",
     "fast_pytree",
     "foreach_add",
     "foreach_add_",
@@ -51,6 +59,7 @@ __all__ = [
     "foreach_neg",
     "foreach_norm",
     "foreach_sqrt",
+    "functional_collectives",
     "is_batched",
     "is_functorch_wrapped",
     "one_cycle_anneal_strategy",
@@ -131,3 +140,46 @@ def child_schedulers(scheduler: Any) -> list[Any]:
 def sequential_milestones(scheduler: Any) -> list[int]:
     """A ``SequentialLR``'s milestones."""
     return list(scheduler._milestones)
+
+
+# -------------------------------------------------------------------- torch.distributed
+# Imported on first use: most programs never touch torch.distributed.
+
+
+def functional_collectives() -> Any:
+    """``torch.distributed._functional_collectives``: collectives that return new tensors
+    (``all_reduce``, ``broadcast``, ``wait_tensor``), which ``torch.compile`` traces into
+    the graph (``fullgraph=True``) instead of breaking it, as ``dist.all_reduce`` would."""
+    import torch.distributed._functional_collectives as funcol
+
+    return funcol
+
+
+def compute_bucket_assignment_by_size(
+    tensors: list[torch.Tensor], limits: list[int], indices: list[int] | None = None
+) -> list[list[int]]:
+    """DDP's bucket assignment (``dist._compute_bucket_assignment_by_size``, the function
+    its reducer calls): ``limits`` are the byte caps (first bucket, then the rest);
+    ``tensors`` in gradient-ready order with ``indices`` their parameter indices (DDP's
+    rebuilt buckets), or without ``indices`` in parameter order (its initial buckets,
+    sorted by their smallest index); returns buckets of parameter indices."""
+    import torch.distributed as dist
+
+    buckets, _ = dist._compute_bucket_assignment_by_size(
+        tensors, limits, [False] * len(tensors), indices if indices is not None else []
+    )
+    return [list(b) for b in buckets]
+
+
+def default_first_bucket_bytes() -> int:
+    """DDP's first-bucket cap with the default ``bucket_cap_mb`` (1 MiB in torch 2.13)."""
+    import torch.distributed as dist
+
+    return int(dist._DEFAULT_FIRST_BUCKET_BYTES)
+
+
+def default_store() -> Any:
+    """The key-value store of the default process group (``init_process_group``'s)."""
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()

@@ -1,6 +1,11 @@
 """``purestep train`` and ``purestep evaluate``: a run directory from a config, and a
 checkpoint's loss and metrics on a split. A run stopped by SIGTERM/SIGINT saves a
-checkpoint and exits 143/130, so ``--resume`` continues it."""
+checkpoint and exits 143/130, so ``--resume`` continues it.
+
+``torchrun --nproc-per-node N -m purestep train ...`` trains data-parallel: each rank joins
+the job from torchrun's environment (``purestep.train.distributed.init_from_env``), rank 0
+writes the run directory, and a rank that fails tells the others, which exit 1 naming it
+(or name a rank that died or hangs, within ``--dist-timeout``)."""
 
 from __future__ import annotations
 
@@ -20,8 +25,13 @@ from purestep.cli._common import (
     bad_input_types,
     fail,
     load,
+    non_negative_int,
     positive_int,
 )
+
+# The default --dist-timeout (purestep.train.distributed.DEFAULT_TIMEOUT; not imported
+# from there, so that building the parser does not import torch.distributed).
+DEFAULT_TIMEOUT = 60.0
 
 
 class _StopFlag:
@@ -58,10 +68,28 @@ class _StopFlag:
 
 
 def train(args: argparse.Namespace) -> int:
+    from purestep.train import distributed
+
+    try:
+        return _train(args)
+    finally:
+        distributed.shutdown()  # a no-op in a single-process run
+
+
+def _train(args: argparse.Namespace) -> int:
+    from purestep.train import distributed
+    from purestep.train.build import resolve_device
+    from purestep.train.distributed.launch import DataParallelOptions
     from purestep.train.fit import NonFiniteLossError, TrainingInterrupted
     from purestep.train.run import train_run
 
     bad_input = bad_input_types()
+    command = "train"
+
+    def failed(err: BaseException, code: int, text: Any = None) -> int:
+        distributed.note_failure(err)  # the other ranks name this one and why
+        return fail(command, text if text is not None else err, code)
+
     try:
         overrides = list(args.set or [])
         if args.epochs is not None:
@@ -69,6 +97,17 @@ def train(args: argparse.Namespace) -> int:
         args.set = overrides
         cfg = load(args)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+        parallel = DataParallelOptions(
+            bucket_cap_mb=args.bucket_cap_mb,
+            check_every=args.replica_check_every or None,
+            timeout=args.dist_timeout,
+        )
+        # Under torchrun: join the job (gloo on the CPU, NCCL on CUDA); else nothing.
+        ctx = distributed.init_from_env(
+            device=resolve_device(args.device or cfg.train.device), timeout=args.dist_timeout
+        )
+        if ctx.distributed:
+            command = f"train (rank {ctx.rank})"
         with _StopFlag() as stop:
             try:
                 train_run(
@@ -80,20 +119,43 @@ def train(args: argparse.Namespace) -> int:
                     compile=args.compile,
                     plots=False if args.no_plots else None,
                     should_stop=stop,
+                    parallel=parallel,
                 )
             except TrainingInterrupted as err:
                 where = f"; checkpoint {err.checkpoint}" if err.checkpoint else ""
-                print(f"purestep train: {err}{where}; continue with --resume", file=sys.stderr)
+                if ctx.is_main:
+                    print(f"purestep train: {err}{where}; continue with --resume", file=sys.stderr)
                 return 128 + (stop.signum or signal.SIGTERM)
     except bad_input as err:
-        return fail("train", err, EXIT_BAD_INPUT)
+        return failed(err, EXIT_BAD_INPUT)
     except NonFiniteLossError as err:
-        return fail("train", err, EXIT_FAILURE)
-    except KeyboardInterrupt:
+        return failed(err, EXIT_FAILURE)
+    except KeyboardInterrupt as err:
+        distributed.note_failure(err)
         return 128 + signal.SIGINT
     except Exception as err:  # a model that rejects its data, an error inside the step ...
-        return fail("train", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
+        return failed(err, EXIT_FAILURE, f"{type(err).__name__}: {err}")
     return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+def _mebibytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size in MiB, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a size in MiB > 0, got {text}")
+    return value
 
 
 # -- evaluate ----------------------------------------------------------------------------
@@ -157,6 +219,32 @@ def register(sub: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="compile the pure step (default: train.compile)",
+    )
+    dist = train_parser.add_argument_group(
+        "data-parallel (under torchrun --nproc-per-node N -m purestep train ...)"
+    )
+    dist.add_argument(
+        "--dist-timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a rank waits for the others before the job fails naming the rank "
+        f"that died or hangs (default {DEFAULT_TIMEOUT:g})",
+    )
+    dist.add_argument(
+        "--bucket-cap-mb",
+        type=_mebibytes,
+        default=None,
+        metavar="MB",
+        help="gradient all-reduce bucket size, as DDP's bucket_cap_mb (default 25, the "
+        "first bucket 1)",
+    )
+    dist.add_argument(
+        "--replica-check-every",
+        type=non_negative_int,
+        default=100,
+        metavar="N",
+        help="check every N steps that all ranks hold the same state (0: never; default 100)",
     )
     train_parser.set_defaults(func=train)
 

@@ -76,6 +76,13 @@ class Batches:
         shuffle: permute every epoch; else keep the data's order.
         drop_last: drop a final short batch.
         device: move each batch there.
+        shard: ``(rank, world_size)`` for data-parallel training: every rank walks the same
+            global batches (the order depends on ``seed`` and the epoch only, never on the
+            world size) and takes its contiguous slice of each (``tensor_split``), so the
+            ranks' shards of a batch are disjoint and together the whole global batch.
+            ``batch_size`` is the global batch size and must be divisible by
+            ``world_size``; a final short batch (``drop_last=False``) is split as evenly
+            as it goes and must hold at least ``world_size`` examples.
 
     ``batches.epoch(e, start=b)`` yields epoch ``e`` from batch ``b`` on; iterating the
     object itself yields epoch 0. ``len(batches)`` is the number of batches per epoch.
@@ -90,9 +97,11 @@ class Batches:
         shuffle: bool = True,
         drop_last: bool = False,
         device: str | torch.device | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.shard = _check_shard(shard, batch_size)
         if isinstance(data, Dataset):
             self._tensors: tuple[torch.Tensor, ...] | None = None
             self._dataset: Dataset[Any] | None = data
@@ -123,6 +132,7 @@ class Batches:
                 f"{n} examples make no batch of {batch_size} with drop_last=True; "
                 "use a smaller batch_size"
             )
+        self._check_last()
 
     def __len__(self) -> int:
         return num_batches(self.num_examples, self.batch_size, self.drop_last)
@@ -141,7 +151,27 @@ class Batches:
         )
         for b in range(start, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.shard is not None:
+                rank, world = self.shard
+                idx = idx.tensor_split(world)[rank]
             yield self._take(idx)
+
+    def sharded(self, rank: int, world_size: int) -> Batches:
+        """The same batches, rank ``rank``'s shard of each (see ``shard``)."""
+        twin = object.__new__(Batches)
+        twin.__dict__.update(self.__dict__)
+        twin.shard = _check_shard((rank, world_size), self.batch_size)
+        twin._check_last()
+        return twin
+
+    def _check_last(self) -> None:
+        last = self.num_examples - (len(self) - 1) * self.batch_size
+        if self.shard is not None and last < self.shard[1]:
+            raise ValueError(
+                f"the last batch of each epoch holds {last} examples ({self.num_examples} "
+                f"examples in batches of {self.batch_size}), fewer than the {self.shard[1]} "
+                "ranks it is split across: use drop_last=True or another batch_size"
+            )
 
     def _take(self, idx: torch.Tensor) -> tuple[Any, ...]:
         if self._tensors is not None:
@@ -154,3 +184,25 @@ class Batches:
         if self.device is not None:
             out = tuple(x.to(self.device) if isinstance(x, torch.Tensor) else x for x in out)
         return out
+
+
+def _check_shard(shard: Any, batch_size: int) -> tuple[int, int] | None:
+    """``shard`` validated: None, or ``(rank, world_size)`` with ``world_size`` dividing
+    ``batch_size``."""
+    if shard is None:
+        return None
+    if (
+        not isinstance(shard, tuple | list)
+        or len(shard) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in shard)
+    ):
+        raise TypeError(f"shard must be a (rank, world_size) pair of ints, got {shard!r}")
+    rank, world = shard
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"shard: need 0 <= rank < world_size, got rank {rank}, world_size {world}")
+    if batch_size % world:
+        raise ValueError(
+            f"batch_size {batch_size} (the global batch) is not divisible by the world size "
+            f"{world}: every rank must get an equal shard"
+        )
+    return (rank, world)

@@ -195,6 +195,9 @@ class Checkpointer:
         config: the resolved run config, stored in every ``meta.json``.
         extra_tensors: saved with every checkpoint (e.g. ``data/standardizer/...``).
         extra_meta: JSON-able facts saved in every ``meta.json`` (e.g. class names).
+        writer: whether this process writes. In a data-parallel run every rank holds the
+            same state and only rank 0 writes; on the others ``save`` writes nothing and
+            returns the directory rank 0 writes (so every rank reports the same path).
     """
 
     def __init__(
@@ -205,6 +208,7 @@ class Checkpointer:
         config: Mapping[str, Any] | None = None,
         extra_tensors: Mapping[str, torch.Tensor] | None = None,
         extra_meta: Mapping[str, Any] | None = None,
+        writer: bool = True,
     ) -> None:
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
             raise ValueError(f"keep must be a positive int or None, got {keep!r}")
@@ -215,6 +219,7 @@ class Checkpointer:
             k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()
         }
         self.extra_meta = dict(extra_meta or {})
+        self.writer = bool(writer)
 
     # -- pointers ---------------------------------------------------------------------
     def pointer(self, name: str) -> Path | None:
@@ -239,9 +244,11 @@ class Checkpointer:
     # -- saving -----------------------------------------------------------------------
     def save(self, state: TrainState, loop: LoopState, *, best: bool = False) -> Path:
         """Write a checkpoint of ``state`` at ``loop``'s position; returns its directory."""
+        name = f"step-{loop.step:08d}"
+        if not self.writer:
+            return self.directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_leftovers()
-        name = f"step-{loop.step:08d}"
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.directory))
         try:
             tensors = {**state_to_tensors(state), **loop.tensors(), **self.extra_tensors}

@@ -9,6 +9,10 @@
     OUT/plots/*.png                    loss, metrics, lr, confusion matrix
     OUT/checkpoints/step-XXXXXXXX/     state.safetensors + meta.json
     OUT/checkpoints/latest, best       pointer files
+
+Under torchrun (``purestep.train.distributed``) every rank builds the same experiment with
+the data-parallel step and its shard of each global batch; rank 0 alone writes the run
+directory and prints; every rank loads the checkpoint it resumes from, at any world size.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from purestep.core.state import TrainState
 from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
 from purestep.data.batching import Batches
 from purestep.data.datasets import DataSplit, Standardizer
+from purestep.train import distributed
 from purestep.train.build import (
     BuiltOptimizer,
     build_criterion,
@@ -49,6 +54,7 @@ from purestep.train.checkpoint import (
     resolve_checkpoint,
 )
 from purestep.train.config import Config, ConfigError, config_to_dict, parse_config
+from purestep.train.distributed.launch import AgreedStop, DataParallelOptions, QuietProgress
 from purestep.train.fit import EarlyStopping, History, evaluate, fit, monitor_mode
 from purestep.train.loggers import Progress, make_loggers, write_history
 from purestep.train.metrics import MetricSet, make_metrics
@@ -101,9 +107,15 @@ def build_experiment(
     device: str | None = None,
     compile: bool | None = None,
     splits: tuple[str, ...] = ("train", "val", "test"),
+    parallel: DataParallelOptions | None = None,
 ) -> Experiment:
-    """Build the model, data, loss, metrics, optimizer and (compiled) steps of ``cfg``."""
-    dev = resolve_device(device or cfg.train.device)
+    """Build the model, data, loss, metrics, optimizer and (compiled) steps of ``cfg``.
+
+    In a multi-process job (``purestep.train.distributed.context()``) the train step is
+    data-parallel (``parallel``: its options) and the training batches are this rank's
+    shards of the global batches; a bare ``cuda`` device is this rank's GPU."""
+    ctx = distributed.context()
+    dev = ctx.device(resolve_device(device or cfg.train.device))
     task = infer_task(cfg)
     train = build_data(cfg.data, "train", task)
     if train is None:
@@ -128,20 +140,31 @@ def build_experiment(
             metrics = make_metrics(cfg.metrics, task, target_scale=scale, target_shift=shift)
         except ValueError as err:
             raise ConfigError(f"metrics: {err}") from None
-    train_data = Batches(
-        train.data,
-        cfg.data.batch_size,
-        seed=cfg.data.seed,
-        shuffle=cfg.data.shuffle,
-        drop_last=cfg.data.drop_last,
-        device=dev,
-    )
+    try:
+        train_data = Batches(
+            train.data,
+            cfg.data.batch_size,
+            seed=cfg.data.seed,
+            shuffle=cfg.data.shuffle,
+            drop_last=cfg.data.drop_last,
+            device=dev,
+            shard=(ctx.rank, ctx.world_size) if ctx.distributed else None,
+        )
+    except ValueError as err:
+        if not ctx.distributed:
+            raise
+        raise ConfigError(f"data.batch_size: {err}") from None
     opt = build_optimizer(cfg, model, steps_per_epoch=len(train_data), has_val=val is not None)
     stats = metrics.stats if metrics is not None else None
     train_step = make_train_step(
         model, scale_loss(criterion, cfg.train.accumulation_steps), opt.optimizer, metrics_fn=stats
     )
     eval_step = make_eval_step(model, criterion, metrics_fn=stats)
+    if ctx.distributed:
+        options = parallel or DataParallelOptions()
+        train_step = distributed.data_parallel(
+            train_step, bucket_cap_mb=options.bucket_cap_mb, check_every=options.check_every
+        )
     if compile if compile is not None else cfg.train.compile:
         train_step, eval_step = compile_step(train_step), compile_step(eval_step)
     return Experiment(
@@ -221,20 +244,30 @@ def train_run(
     plots: bool | None = None,
     should_stop: Callable[[], bool] | None = None,
     print_fn: Callable[[str], None] = print,
+    parallel: DataParallelOptions | None = None,
 ) -> RunResult:
     """Train ``cfg`` into the run directory ``out`` (see the module docstring).
 
     ``resume``: True resumes from ``out``'s latest checkpoint (or starts fresh, with a
     note, when there is none); a path resumes from that checkpoint. Without it, a run
     directory that already holds checkpoints is refused unless ``overwrite``.
+
+    In a multi-process job (torchrun, ``purestep.train.distributed.init_from_env``): every
+    rank runs this with the same arguments; ``parallel`` sets the data-parallel options.
+    Rank 0 alone writes (config, checkpoints, history, TensorBoard, plots, test metrics)
+    and prints; all ranks load the checkpoint to resume from, whatever world size wrote
+    it, and start from rank 0's state.
     """
     started = time.perf_counter()
+    ctx = distributed.context()
+    if not ctx.is_main:
+        print_fn = _silent
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     run_cfg = config_to_dict(cfg)
     # Everything that can refuse the run happens before anything is written: the whole
     # config is built, the checkpoint to resume from is loaded and checked.
-    exp = build_experiment(cfg, device=device, compile=compile)
+    exp = build_experiment(cfg, device=device, compile=compile, parallel=parallel)
     existing = Checkpointer(ckpt_dir).latest() if ckpt_dir.exists() else None
     source: Path | None = None
     if isinstance(resume, str):
@@ -267,10 +300,16 @@ def train_run(
             at = f"epoch {loop.epoch + 1}, batch {loop.batch}, step {loop.step}"
             print_fn(f"resuming from {source} ({at})")
 
-    if overwrite and source is None and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False).encode())
+    if ctx.distributed:
+        # Every rank has read the run directory before rank 0 changes it; all start from
+        # rank 0's state (DDP syncs the module from rank 0 the same way).
+        distributed.barrier("checking the run directory")
+        state = distributed.broadcast_state(state)
+    if ctx.is_main:
+        if overwrite and source is None and ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False).encode())
     extra_tensors = {}
     if exp.standardizer is not None:
         extra_tensors = {
@@ -281,13 +320,21 @@ def train_run(
         keep=cfg.checkpoint.keep,
         config=run_cfg,
         extra_tensors=extra_tensors,
-        extra_meta={"task": exp.task, "data": _split_meta(exp.train)},
+        extra_meta={"task": exp.task, "data": _split_meta(exp.train)}
+        | ({"distributed": _job_meta(ctx)} if ctx.distributed else {}),
+        writer=ctx.is_main,
     )
 
     model_line = _param_summary(exp.model)
     mode = "compiled" if exp.train_step.compiled else "eager"
     val_n = len(exp.val) if exp.val is not None else 0
     print_fn(f"device: {exp.device}  ({mode} pure step, torch {torch.__version__})")
+    if ctx.distributed:
+        assert isinstance(exp.train_step, distributed.DataParallelStep)
+        print_fn(
+            f"data-parallel: {ctx.world_size} ranks ({ctx.backend}), "
+            f"{cfg.data.batch_size // ctx.world_size} examples per rank per batch"
+        )
     print_fn(f"model: {cfg.model.name}  {model_line}")
     print_fn(
         f"data: {cfg.data.name}  {len(exp.train)} train / {val_n} val examples, "
@@ -295,20 +342,28 @@ def train_run(
     )
     print_fn(f"optimizer: {cfg.optimizer.name} {cfg.optimizer.kwargs}  loss: {cfg.loss.name}")
 
-    progress = Progress(cfg.log.progress, total_epochs=cfg.train.epochs)
+    progress = (
+        Progress(cfg.log.progress, total_epochs=cfg.train.epochs)
+        if ctx.is_main
+        else QuietProgress(cfg.train.epochs)
+    )
     purge = loop.step if loop is not None else None
     loggers = (
         make_loggers(cfg.log.model_dump(), out, run_config=run_cfg, purge_step=purge)
-        if (cfg.log.tensorboard or cfg.log.wandb or cfg.log.mlflow)
+        if ctx.is_main and (cfg.log.tensorboard or cfg.log.wandb or cfg.log.mlflow)
         else []
     )
+    if ctx.distributed and should_stop is not None:
+        # A signal may reach one rank only: the ranks agree, so all stop at one step.
+        options = parallel or DataParallelOptions()
+        should_stop = AgreedStop(should_stop, options.stop_every)
 
     records: list[dict[str, Any]] = list(loop.history) if loop is not None else []
 
     def on_epoch_end(record: dict[str, Any], state: TrainState) -> None:
         del state
         records.append(record)
-        if cfg.log.csv:  # after every epoch, so a killed run keeps its history so far
+        if cfg.log.csv and ctx.is_main:  # after every epoch: a killed run keeps its history
             write_history(records, out)
 
     es = cfg.early_stopping
@@ -349,9 +404,11 @@ def train_run(
     finally:
         for logger in loggers:
             logger.close()
-    if cfg.log.csv:
+    if ctx.distributed:  # rank 0's last checkpoint is complete before anyone goes on
+        distributed.barrier("finishing training")
+    if cfg.log.csv and ctx.is_main:
         write_history(history.records, out)
-    if plots if plots is not None else cfg.log.plots:
+    if (plots if plots is not None else cfg.log.plots) and ctx.is_main:
         from purestep.train.plots import plot_history
 
         if history.records:
@@ -360,7 +417,8 @@ def train_run(
     test = None
     if exp.test_data is not None:
         test = evaluate(state, exp.eval_step, exp.test_data, exp.metrics)
-        write_atomic(out / "test_metrics.json", (_json(test) + "\n").encode())
+        if ctx.is_main:
+            write_atomic(out / "test_metrics.json", (_json(test) + "\n").encode())
 
     latest, best = checkpointer.pointer("latest"), checkpointer.pointer("best")
     seconds = time.perf_counter() - started
@@ -392,6 +450,17 @@ def train_run(
     for line in lines:
         print_fn(line)
     return RunResult(state, history, out, latest, best, test, seconds)
+
+
+def _silent(line: str) -> None:
+    """The ``print_fn`` of ranks other than 0."""
+    del line
+
+
+def _job_meta(ctx: distributed.Context) -> dict[str, Any]:
+    """What a checkpoint records about the job that wrote it (informational: a resume
+    may use any world size)."""
+    return {"world_size": ctx.world_size, "backend": ctx.backend}
 
 
 def _json(value: Any) -> str:
@@ -445,7 +514,12 @@ def parity_run(
 ) -> Any:
     """``ps.parity.compare`` of the config's pure step against the imperative torch loop on
     its training batches (``purestep parity``). Config problems raise ``ConfigError`` before
-    the comparison starts; what fails during it (a model rejecting its batch) propagates."""
+    the comparison starts; what fails during it (a model rejecting its batch) propagates.
+
+    Under torchrun (``WORLD_SIZE`` > 1) it joins the job (``init_from_env``) and runs
+    ``ps.parity.compare_ddp`` instead: the data-parallel pure step against
+    ``DistributedDataParallel`` + torch.optim, every rank on its shard of the batches; every
+    rank returns the same report."""
     from purestep.parity import compare
     from purestep.train.build import (
         batches_for_parity,
@@ -458,6 +532,9 @@ def parity_run(
     batches = batches_for_parity(cfg)
     criterion = build_criterion(cfg.loss)
     build_model(cfg)  # a bad model section is a config error, before the run
+    if distributed.launched():  # under torchrun: the data-parallel step against DDP
+        distributed.init_from_env(device=resolve_device(cfg.train.device))
+        return _parity_ddp(cfg, batches, criterion, steps=steps, mode=mode, compile=compile)
     # ReduceLROnPlateau steps once per epoch of the training batches, on their mean loss
     # (parity checks the schedule's arithmetic; training monitors val_loss).
     per_epoch = cfg.scheduler is not None and (
@@ -483,4 +560,57 @@ def parity_run(
         compile=compile,
         seed=cfg.train.seed,
         device=device,
+    )
+
+
+def _parity_ddp(
+    cfg: Config,
+    batches: list[tuple[torch.Tensor, ...]],
+    criterion: Any,
+    *,
+    steps: int | None,
+    mode: str | None,
+    compile: bool,
+) -> Any:
+    """``purestep parity`` under torchrun: ``ps.parity.compare_ddp``, the data-parallel
+    pure step against DDP + torch.optim on this job's ranks, each rank on its shard of
+    the config's global batches."""
+    from purestep.parity.ddp import compare_ddp
+    from purestep.train.build import build_torch_optimizer, build_torch_scheduler, is_plateau
+
+    if cfg.train.accumulation_steps > 1:
+        raise ConfigError(
+            "train.accumulation_steps: purestep parity under torchrun compares plain DDP "
+            "steps; check gradient accumulation single-process (without torchrun)"
+        )
+    if cfg.scheduler is not None and is_plateau(cfg.scheduler):
+        raise ConfigError(
+            "scheduler: purestep parity under torchrun does not drive ReduceLROnPlateau; "
+            "check it single-process (without torchrun)"
+        )
+    ctx = distributed.context()
+    if cfg.data.batch_size % ctx.world_size:
+        raise ConfigError(
+            f"data.batch_size: {cfg.data.batch_size} is not divisible by the world size "
+            f"{ctx.world_size}"
+        )
+    parity = cfg.parity
+    per_epoch = cfg.scheduler is not None and cfg.scheduler.every == "epoch"
+    return compare_ddp(
+        model=lambda: build_model(cfg),
+        criterion=criterion,
+        torch_optimizer_from_model=lambda model: build_torch_optimizer(cfg.optimizer, model),
+        batches=batches,
+        steps=steps if steps is not None else parity.steps,
+        mode=mode if mode is not None else parity.mode,
+        rtol=parity.rtol if "rtol" in parity.model_fields_set else None,
+        atol=parity.atol if "atol" in parity.model_fields_set else None,
+        scheduler=(lambda opt: build_torch_scheduler(cfg.scheduler, opt))
+        if cfg.scheduler
+        else None,
+        scheduler_every=max(1, len(batches)) if per_epoch else 1,
+        clip_grad_norm=cfg.train.clip_grad_norm,
+        compile=compile,
+        seed=cfg.train.seed,
+        device=ctx.device(resolve_device(cfg.train.device)),
     )
