@@ -1,9 +1,9 @@
 """Bitwise parity of the pure step + purestep.optim with nn.Module + torch.optim(foreach=False).
 
-One table of optimizers and flag combinations; hypothesis draws the hyperparameters from
-their valid ranges; every example runs 1,000 steps on an MLP with dropout and on a CNN
+One table of optimizers and flag combinations, each run on an MLP with dropout and on a CNN
 with BatchNorm, comparing loss, parameters, buffers and optimizer state after every step
-with ``torch.equal``.
+with ``torch.equal``: torch's defaults for 1,000 steps, and hypothesis's draws from the
+valid ranges (see ``tests/optim/matrix.py`` for what ``make test`` runs).
 """
 
 from __future__ import annotations
@@ -13,21 +13,20 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import purestep as ps
+from tests.optim.matrix import check_case, typical
 from tests.support import MODELS, batches, examples, neg_cross_entropy, run_bitwise
 
-STEPS = 1000
-
-lr = st.floats(1e-4, 5e-2)
-beta1 = st.floats(0.0, 0.99)
-beta2 = st.floats(0.5, 0.9999)
-eps = st.floats(1e-10, 1e-3)
-decay = st.floats(1e-5, 0.1)
-momentum = st.floats(0.05, 0.99)
-dampening = st.floats(0.05, 0.9)
+# Valid ranges, each led by a typical value (the routine draw; see tests/optim/matrix.py).
+lr = typical(1e-2, st.floats(1e-4, 5e-2))
+beta1 = typical(0.8, st.floats(0.0, 0.99))
+beta2 = typical(0.98, st.floats(0.5, 0.9999))
+eps = typical(1e-6, st.floats(1e-10, 1e-3))
+decay = typical(5e-2, st.floats(1e-5, 0.1))
+momentum = typical(0.95, st.floats(0.05, 0.99))
+dampening = typical(0.5, st.floats(0.05, 0.9))
 
 
 def _sgd_cases():
@@ -74,6 +73,25 @@ def hyperparams(draw, rule: str, flags: dict) -> dict:
     return kw
 
 
+def defaults(rule: str, flags: dict) -> dict:
+    """torch's defaults, with a typical value for each feature the flags turn on."""
+    if rule == "sgd":
+        return {
+            "lr": 1e-3,
+            "momentum": 0.9 if flags["momentum"] else 0.0,
+            "dampening": 0.1 if flags["dampening"] else 0.0,
+            "nesterov": flags["nesterov"],
+            "weight_decay": 5e-4 if flags["weight_decay"] else 0.0,
+        }
+    return {
+        "lr": 1e-3,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "amsgrad": flags["amsgrad"],
+        "weight_decay": 1e-2 if flags["weight_decay"] else 0.0,
+    }
+
+
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 PURE = {"sgd": ps.optim.sgd, "adam": ps.optim.adam, "adamw": ps.optim.adamw}
 
@@ -98,22 +116,52 @@ MATRIX = [
 ]
 
 
+def run_case(case, rule, flags, maximize, model_name, *, foreach=False, pure=None, n=(1, 6)):
+    """The matrix's check of one case (``pure``: a stand-in for the rule's factory)."""
+    build, shape = MODELS[model_name]
+    factory = pure or PURE[rule]
+    extra = {"foreach": True} if foreach else {}
+    check_case(
+        build=build,
+        data=batches(shape, n=8),
+        criterion=neg_cross_entropy if maximize else F.cross_entropy,
+        make_torch=lambda p, kw: TORCH[rule](p, **kw, maximize=maximize, foreach=foreach),
+        make_pure=lambda kw: factory(**kw, maximize=maximize, **extra),
+        strategy=hyperparams(rule, flags),
+        defaults=defaults(rule, flags),
+        max_examples=examples(*n),
+        label=case,
+    )
+
+
 @pytest.mark.parametrize(("case", "rule", "flags", "maximize", "model_name"), MATRIX)
 def test_bitwise_1000_steps(case, rule, flags, maximize, model_name):
-    build, shape = MODELS[model_name]
-    data = batches(shape, n=8)
-    criterion = neg_cross_entropy if maximize else F.cross_entropy
+    run_case(case, rule, flags, maximize, model_name)
 
-    @settings(max_examples=examples(1, 6))
-    @given(kw=hyperparams(rule, flags), seed=st.integers(0, 2**31 - 1))
-    def check(kw, seed):
-        model = build(seed % 1000)
-        torch_opt = TORCH[rule](model.parameters(), **kw, maximize=maximize, foreach=False)
-        opt = PURE[rule](**kw, maximize=maximize)
-        diverged = run_bitwise(model, criterion, torch_opt, opt, data, STEPS, seed=seed)
-        assert diverged is None, f"{case} {kw}: first difference at step {diverged}"
 
-    check()
+def _without_first_moment(**kw):
+    """Adam with beta1 ignored (the first moment is the gradient itself): wrong unless
+    beta1 = 0, the value of the range's lower end that the routine draw used to be."""
+    return ps.optim.adam(**{**kw, "betas": (0.0, kw["betas"][1])})
+
+
+def _without_nesterov(**kw):
+    return ps.optim.sgd(**{**kw, "nesterov": False})
+
+
+@pytest.mark.parametrize(
+    ("case", "broken"),
+    [
+        ("adam-ams0-wd0-max0", _without_first_moment),
+        ("sgd-mom1-damp0-nest1-wd0-max0", _without_nesterov),
+    ],
+    ids=["adam-beta1-ignored", "sgd-nesterov-ignored"],
+)
+def test_the_routine_matrix_catches_a_broken_term(case, broken):
+    """The check ``make test`` runs for a case fails for a rule with one term broken."""
+    (row,) = [c for c in CASES if c[0] == case]
+    with pytest.raises(AssertionError, match="first difference at step"):
+        run_case(*row, "mlp_dropout", pure=broken)
 
 
 def test_table_covers_every_flag_combination():
@@ -140,20 +188,7 @@ ADAM_CASES = [c for c in CASES if c[1] != "sgd"]
 )
 def test_foreach_fast_mode_bitwise_1000_steps(case, rule, flags, maximize):
     """``foreach=True`` (multi-tensor ops) against torch's ``foreach=True`` path, to the bit."""
-    build, shape = MODELS["mlp_dropout"]
-    data = batches(shape, n=8)
-    criterion = neg_cross_entropy if maximize else F.cross_entropy
-
-    @settings(max_examples=examples(1, 4))
-    @given(kw=hyperparams(rule, flags), seed=st.integers(0, 2**31 - 1))
-    def check(kw, seed):
-        model = build(seed % 1000)
-        torch_opt = TORCH[rule](model.parameters(), **kw, maximize=maximize, foreach=True)
-        opt = PURE[rule](**kw, maximize=maximize, foreach=True)
-        diverged = run_bitwise(model, criterion, torch_opt, opt, data, STEPS, seed=seed)
-        assert diverged is None, f"{case} {kw}: first difference at step {diverged}"
-
-    check()
+    run_case(case, rule, flags, maximize, "mlp_dropout", foreach=True, n=(1, 4))
 
 
 @pytest.mark.parametrize(("case", "rule", "flags", "maximize"), ADAM_CASES[:8:3])

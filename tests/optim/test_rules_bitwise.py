@@ -2,10 +2,10 @@
 
 * Every flag combination of the six rules runs 1,000 steps through the pure step and
   through ``nn.Module`` + ``torch.optim.X(foreach=False)``, comparing loss, parameters,
-  buffers and optimizer state after every step with ``torch.equal``; hypothesis draws the
-  hyperparameters from their valid ranges. `make test` runs every combination on the MLP
-  with dropout and a few on the CNN with BatchNorm; `make test-all` runs the whole matrix
-  with more examples.
+  buffers and optimizer state after every step with ``torch.equal``: torch's defaults, and
+  hypothesis's draws from the valid ranges (``tests/optim/matrix.py`` says what `make test`
+  runs). `make test` runs every combination on the MLP with dropout and a few on the CNN
+  with BatchNorm; `make test-all` runs the whole matrix with more examples.
 * Against torch's ``foreach=True`` path (whose multi-tensor kernels group the arithmetic
   differently) the rules agree within a tolerance; see ``FOREACH_TOL``.
 * Each rule compiles fullgraph once and never recompiles while ``lr`` changes every step,
@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import purestep as ps
@@ -33,9 +32,8 @@ from purestep.optim.adamax import adamax
 from purestep.optim.nadam import nadam
 from purestep.optim.radam import radam
 from purestep.optim.rmsprop import rmsprop
+from tests.optim.matrix import check_case, typical
 from tests.support import MODELS, batches, examples, mlp, neg_cross_entropy, run_bitwise
-
-STEPS = 1000
 
 TORCH: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
@@ -54,18 +52,19 @@ PURE: dict[str, Callable[..., ps.optim.Optimizer]] = {
     "adadelta": adadelta,
 }
 
-# Valid ranges, kept where training stays finite (a diverged run is NaN on both sides).
-decay = st.floats(1e-5, 0.1)
-beta1 = st.floats(0.0, 0.99)
-beta2 = st.floats(0.5, 0.9999)  # RAdam: rho_inf > 5 (rectified steps) needs beta2 > 5/7
-eps = st.floats(1e-10, 1e-3)
+# Valid ranges, kept where training stays finite (a diverged run is NaN on both sides),
+# each led by a typical value (the routine draw; see tests/optim/matrix.py).
+decay = typical(5e-2, st.floats(1e-5, 0.1))
+beta1 = typical(0.8, st.floats(0.0, 0.99))
+beta2 = typical(0.98, st.floats(0.5, 0.9999))  # RAdam: rho_inf > 5 (rectified) needs > 5/7
+eps = typical(1e-6, st.floats(1e-10, 1e-3))
 LR = {
-    "rmsprop": st.floats(1e-4, 5e-3),
-    "adagrad": st.floats(1e-4, 5e-2),
-    "adamax": st.floats(1e-4, 5e-2),
-    "nadam": st.floats(1e-4, 5e-2),
-    "radam": st.floats(1e-4, 5e-2),
-    "adadelta": st.floats(1e-2, 1.0),
+    "rmsprop": typical(1e-3, st.floats(1e-4, 5e-3)),
+    "adagrad": typical(3e-2, st.floats(1e-4, 5e-2)),
+    "adamax": typical(1e-2, st.floats(1e-4, 5e-2)),
+    "nadam": typical(1e-2, st.floats(1e-4, 5e-2)),
+    "radam": typical(3e-3, st.floats(1e-4, 5e-2)),
+    "adadelta": typical(0.5, st.floats(1e-2, 1.0)),
 }
 
 
@@ -99,24 +98,62 @@ def hyperparams(draw: Any, rule: str, flags: dict[str, bool]) -> dict[str, Any]:
     if "wd" in flags:
         kw["weight_decay"] = draw(decay) if flags["wd"] else 0.0
     if rule == "rmsprop":
-        kw["alpha"] = draw(st.floats(0.5, 0.999) if flags["centered"] else st.floats(0.0, 0.999))
-        kw["eps"] = draw(st.floats(1e-8, 1e-3))
-        kw["momentum"] = draw(st.floats(0.05, 0.9)) if flags["mom"] else 0.0
+        alpha = st.floats(0.5, 0.999) if flags["centered"] else st.floats(0.0, 0.999)
+        kw["alpha"] = draw(typical(0.9, alpha))
+        kw["eps"] = draw(typical(1e-6, st.floats(1e-8, 1e-3)))
+        kw["momentum"] = draw(typical(0.5, st.floats(0.05, 0.9))) if flags["mom"] else 0.0
         kw["centered"] = flags["centered"]
     elif rule == "adagrad":
-        kw["lr_decay"] = draw(st.floats(1e-5, 0.1)) if flags["lrd"] else 0.0
-        kw["initial_accumulator_value"] = draw(st.floats(1e-3, 1.0)) if flags["iav"] else 0.0
+        kw["lr_decay"] = draw(typical(1e-2, st.floats(1e-5, 0.1))) if flags["lrd"] else 0.0
+        iav = typical(0.5, st.floats(1e-3, 1.0))
+        kw["initial_accumulator_value"] = draw(iav) if flags["iav"] else 0.0
         kw["eps"] = draw(eps)
     elif rule == "adadelta":
-        kw["rho"] = draw(st.floats(0.0, 0.999))
-        kw["eps"] = draw(st.floats(1e-8, 1e-4))
+        kw["rho"] = draw(typical(0.95, st.floats(0.0, 0.999)))
+        kw["eps"] = draw(typical(1e-5, st.floats(1e-8, 1e-4)))
     else:
         kw["betas"] = (draw(beta1), draw(beta2))
         kw["eps"] = draw(eps)
         if rule in ("nadam", "radam"):
             kw["decoupled_weight_decay"] = flags["dec"]
         if rule == "nadam":
-            kw["momentum_decay"] = draw(st.floats(0.0, 0.1))
+            kw["momentum_decay"] = draw(typical(1e-2, st.floats(0.0, 0.1)))
+    return kw
+
+
+# torch's default lr per rule (RMSprop: 1e-3, within the range where 1,000 steps of this
+# problem stay finite; torch's 1e-2 is at its edge).
+DEFAULT_LR = {
+    "rmsprop": 1e-3,
+    "adagrad": 1e-2,
+    "adamax": 2e-3,
+    "nadam": 2e-3,
+    "radam": 1e-3,
+    "adadelta": 1.0,
+}
+
+
+def defaults(rule: str, flags: dict[str, bool]) -> dict[str, Any]:
+    """torch's defaults for ``rule`` (``maximize`` excluded), with a typical value for each
+    feature the flags turn on."""
+    kw: dict[str, Any] = {"lr": DEFAULT_LR[rule]}
+    if "wd" in flags:
+        kw["weight_decay"] = 1e-2 if flags["wd"] else 0.0
+    if rule == "rmsprop":
+        kw.update(alpha=0.99, eps=1e-8, momentum=0.9 if flags["mom"] else 0.0)
+        kw["centered"] = flags["centered"]
+    elif rule == "adagrad":
+        kw["lr_decay"] = 1e-3 if flags["lrd"] else 0.0
+        kw["initial_accumulator_value"] = 0.1 if flags["iav"] else 0.0
+        kw["eps"] = 1e-10
+    elif rule == "adadelta":
+        kw.update(rho=0.9, eps=1e-6)
+    else:
+        kw.update(betas=(0.9, 0.999), eps=1e-8)
+        if rule in ("nadam", "radam"):
+            kw["decoupled_weight_decay"] = flags["dec"]
+        if rule == "nadam":
+            kw["momentum_decay"] = 4e-3
     return kw
 
 
@@ -134,23 +171,64 @@ MATRIX = [
 ]
 
 
+def run_case(
+    case: str,
+    rule: str,
+    flags: dict[str, bool],
+    model_name: str,
+    pure: Callable[..., ps.optim.Optimizer] | None = None,
+) -> None:
+    """The matrix's check of one case (``pure``: a stand-in for the rule's factory)."""
+    build, shape = MODELS[model_name]
+    maximize = flags["max"]
+    factory = pure or PURE[rule]
+    check_case(
+        build=build,
+        data=batches(shape, n=8),
+        criterion=neg_cross_entropy if maximize else F.cross_entropy,
+        make_torch=lambda p, kw: TORCH[rule](p, **kw, maximize=maximize, foreach=False),
+        make_pure=lambda kw: factory(**kw, maximize=maximize),
+        strategy=hyperparams(rule, flags),
+        defaults=defaults(rule, flags),
+        max_examples=examples(1, 6),
+        label=case,
+    )
+
+
 @pytest.mark.parametrize(("case", "rule", "flags", "model_name"), MATRIX)
 def test_bitwise_1000_steps(case: str, rule: str, flags: dict[str, bool], model_name: str) -> None:
-    build, shape = MODELS[model_name]
-    data = batches(shape, n=8)
-    maximize = flags["max"]
-    criterion = neg_cross_entropy if maximize else F.cross_entropy
+    run_case(case, rule, flags, model_name)
 
-    @settings(max_examples=examples(1, 6))
-    @given(kw=hyperparams(rule, flags), seed=st.integers(0, 2**31 - 1))
-    def check(kw: dict[str, Any], seed: int) -> None:
-        model = build(seed % 1000)
-        torch_opt = TORCH[rule](model.parameters(), **kw, maximize=maximize, foreach=False)
-        opt = PURE[rule](**kw, maximize=maximize)
-        diverged = run_bitwise(model, criterion, torch_opt, opt, data, STEPS, seed=seed)
-        assert diverged is None, f"{case} {kw}: first difference at step {diverged}"
 
-    check()
+def _beta1_ignored(rule: str) -> Callable[..., ps.optim.Optimizer]:
+    def build(**kw: Any) -> ps.optim.Optimizer:
+        return PURE[rule](**{**kw, "betas": (0.0, kw["betas"][1])})
+
+    return build
+
+
+def _no_momentum_decay(**kw: Any) -> ps.optim.Optimizer:
+    return nadam(**{**kw, "momentum_decay": 0.0})
+
+
+@pytest.mark.parametrize(
+    ("case", "broken"),
+    [
+        ("nadam-wd0-dec0-max0", _beta1_ignored("nadam")),
+        ("radam-wd0-dec0-max0", _beta1_ignored("radam")),
+        ("adamax-wd0-max0", _beta1_ignored("adamax")),
+        ("nadam-wd1-dec1-max0", _no_momentum_decay),
+    ],
+    ids=["nadam-beta1-ignored", "radam-beta1-ignored", "adamax-beta1-ignored", "nadam-no-decay"],
+)
+def test_the_routine_matrix_catches_a_broken_term(
+    case: str, broken: Callable[..., ps.optim.Optimizer]
+) -> None:
+    """The check ``make test`` runs for a case fails for a rule with one term broken (each
+    one invisible at the lower ends of the ranges: beta1 = 0, momentum_decay = 0)."""
+    (row,) = [c for c in CASES if c[0] == case]
+    with pytest.raises(AssertionError, match="first difference at step"):
+        run_case(*row, "mlp_dropout", pure=broken)
 
 
 def test_table_covers_every_flag_combination() -> None:
