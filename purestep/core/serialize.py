@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch.utils import _pytree as _pt
 
+from purestep._compat import pytree as _pt
 from purestep.core.rng import rng_key
 from purestep.core.state import TrainState, check_not_donated
 from purestep.core.step import TrainStep

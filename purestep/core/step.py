@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+from purestep._compat import is_functorch_wrapped
 from purestep.core.module import ModelMirror, ModelSpec, make_skeleton
 from purestep.core.pytree import check_tensor_leaves, tree_flatten, tree_map, tree_structure
 from purestep.core.rng import rng_scope
@@ -463,9 +464,7 @@ class TrainStep(_Step):
             self.grad_engine == "auto"
             and (
                 torch.compiler.is_compiling()
-                or any(
-                    torch._C._functorch.is_functorch_wrapped_tensor(p) for p in trainable.values()
-                )
+                or any(is_functorch_wrapped(p) for p in trainable.values())
             )
         )
         if use_func:

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_map
 
 from purestep.core.rng import rng_scope
 from purestep.core.state import TrainState, check_not_donated
 from purestep.core.step import EvalStep, TrainStep, call_compiled
+from purestep.pytree import tree_map
 
 __all__ = ["VmappedStep", "stack_states", "unstack_state", "vmap"]
 
