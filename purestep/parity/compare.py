@@ -43,6 +43,7 @@ from purestep.optim.transforms import clip_by_global_norm
 from purestep.optim.wrappers import MultiStepsState, multi_steps
 from purestep.parity.report import Divergence, ParityReport, StepRecord, ulp_distance
 from purestep.parity.state_match import match_optimizer_state
+from purestep.pytree import map_nodes
 
 __all__ = ["assert_parity", "compare", "compare_compiled"]
 
@@ -597,27 +598,27 @@ def _resync(
         n: p.grad.detach().clone() for n, p in ref_model.named_parameters() if p.grad is not None
     }
 
+    def synced(node: Any) -> bool:
+        return isinstance(node, MultiStepsState) or (
+            isinstance(node, ScheduledState) and torch_sched is not None
+        )
+
     def visit(node: Any) -> Any:
+        inner = map_nodes(visit, node.inner, synced)
         if isinstance(node, MultiStepsState):
             acc = {
                 n: torch.zeros_like(a) if cycle_done else grads.get(n, torch.zeros_like(a))
                 for n, a in node.acc_grads.items()
             }
-            return MultiStepsState(node.mini_step, acc, visit(node.inner))
-        if isinstance(node, ScheduledState) and torch_sched is not None:
-            from purestep.optim.schedules.convert import schedule_state_from_torch
+            return MultiStepsState(node.mini_step, acc, inner)
+        from purestep.optim.schedules.convert import schedule_state_from_torch
 
-            states = tuple(
-                schedule_state_from_torch(torch_sched, i) for i in range(len(node.schedules))
-            )
-            return ScheduledState(visit(node.inner), states, node.steps)
-        if hasattr(node, "_fields"):
-            return type(node)(**{f: visit(getattr(node, f)) for f in node._fields})
-        if isinstance(node, tuple):
-            return tuple(visit(c) for c in node)
-        return node
+        states = tuple(
+            schedule_state_from_torch(torch_sched, i) for i in range(len(node.schedules))
+        )
+        return ScheduledState(inner, states, node.steps)
 
-    opt_state = visit(opt_state)
+    opt_state = map_nodes(visit, opt_state, synced)
     current = lr_tensors(opt_state)
     if len(current) == len(lrs):  # else an explicit optimizer with its own group layout
         opt_state = replace_lrs(opt_state, [lr.to(current[0].device) for lr in lrs])
