@@ -35,7 +35,7 @@ from purestep.core.state import TrainState
 from purestep.core.step import make_train_step
 from purestep.optim.base import Optimizer, chain
 from purestep.optim.convert import from_torch, state_for_torch_optimizer, torch_state_view
-from purestep.optim.hyperparams import lr_tensors, replace_lrs
+from purestep.optim.hyperparams import group_hyperparams, lr_tensors, replace_group_hyperparams
 from purestep.optim.scheduled import schedule_step
 from purestep.optim.schedules import Schedule
 from purestep.optim.schedules.convert import schedule_from_torch
@@ -593,7 +593,6 @@ def _resync(
     params = {n: p.detach().clone() for n, p in ref_model.named_parameters()}
     buffers = {n: b.detach().clone() for n, b in ref_model.named_buffers()}
     opt_state = state_for_torch_optimizer(state.opt_state, torch_opt, ref_model)
-    lrs = [torch.tensor(float(g["lr"]), dtype=torch.float64) for g in torch_opt.param_groups]
     grads = {
         n: p.grad.detach().clone() for n, p in ref_model.named_parameters() if p.grad is not None
     }
@@ -619,10 +618,31 @@ def _resync(
         return ScheduledState(inner, states, node.steps)
 
     opt_state = map_nodes(visit, opt_state, synced)
-    current = lr_tensors(opt_state)
-    if len(current) == len(lrs):  # else an explicit optimizer with its own group layout
-        opt_state = replace_lrs(opt_state, [lr.to(current[0].device) for lr in lrs])
+    current = group_hyperparams(opt_state)
+    if len(current) == len(torch_opt.param_groups):  # else its own group layout (optimizer=)
+        # Every dynamic hyperparameter a scheduler may move (lr; OneCycleLR's momentum or
+        # beta1) takes torch's group value.
+        opt_state = replace_group_hyperparams(
+            opt_state,
+            [
+                {k: _torch_group_value(g, k, t) for k, t in hp.items()}
+                for hp, g in zip(current, torch_opt.param_groups, strict=True)
+            ],
+        )
     return state._replace(params=params, buffers=buffers, opt_state=opt_state, rng=key.clone())
+
+
+def _torch_group_value(group: dict[str, Any], name: str, like: torch.Tensor) -> torch.Tensor:
+    """torch's value of the dynamic hyperparameter ``name`` in ``group`` (``beta1``/``beta2``
+    are ``betas[0]``/``betas[1]``), as a tensor like ``like``; ``like`` itself if torch's
+    group has no such key."""
+    if name in ("beta1", "beta2") and "betas" in group:
+        value = group["betas"][0 if name == "beta1" else 1]
+    elif name in group and isinstance(group[name], int | float | torch.Tensor):
+        value = group[name]
+    else:
+        return like
+    return torch.tensor(float(value), dtype=like.dtype, device=like.device)
 
 
 def compare_compiled(
