@@ -114,8 +114,8 @@ def convnet(
     dropout: float = 0.0,
     seed: int | None = 0,
 ) -> nn.Module:
-    """The tutorials' small CNN: per entry of ``channels`` a 3x3 conv + BatchNorm + ReLU +
-    2x2 max-pool, then a flattened hidden layer (dropout before the head) and a linear
+    """The tutorials' small CNN: per entry of ``channels`` a 3x3 conv (no bias) + BatchNorm +
+    ReLU + 2x2 max-pool, then a flattened hidden layer (dropout before the head) and a linear
     head. ``image_size`` (the input side) fixes the flattened width. With
     ``out_features=1`` the output is ``(N,)``, what ``BCEWithLogitsLoss`` takes."""
     _seeded(seed)
@@ -129,7 +129,10 @@ def convnet(
             raise ValueError(
                 f"image_size={image_size} is too small for {len(channels)} 2x2 poolings"
             )
-        layers += [nn.Conv2d(width, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        # No conv bias: the BatchNorm after it subtracts the mean, so a bias would get only
+        # a rounding-level gradient (which Adam's first steps turn into full-size moves).
+        conv = nn.Conv2d(width, c, 3, padding=1, bias=False)
+        layers += [conv, nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
         width, side = c, side // 2
     layers += [nn.Flatten(), nn.Linear(width * side * side, hidden), nn.ReLU()]
     if dropout:

@@ -82,12 +82,7 @@ def predict(args: argparse.Namespace) -> int:
                 x = predictor.from_files(args.file)
             else:
                 x = predictor.from_json(value)
-            try:
-                records = predictor.predict(x, top=args.top)
-            except PredictError:
-                raise
-            except Exception as err:  # the model rejects the input's shape or dtype ...
-                return fail("predict", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
+            records = predictor.predict(x, top=args.top)
             # A text none of whose words the model knows gets its prior: say so.
             unknown = [bool(args.text) and not bool(row.any()) for row in x]
             rows.append((predictor.path, records, unknown))
@@ -99,6 +94,8 @@ def predict(args: argparse.Namespace) -> int:
             )
     except bad_input as err:
         return fail("predict", err, EXIT_BAD_INPUT)
+    except Exception as err:  # the model fails on the input, a user's data function ...
+        return fail("predict", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
     for path, records, unknown in rows:
         if all("image" in r for r in records):  # a generator: the PNG shows them
             print(f"{path}: {len(records)} image(s) {_describe(records[0]).split()[-1]}")

@@ -7,8 +7,8 @@ does not:
     model     the model, loss and optimizer build (parameter count, size)
     forward   one batch goes through the model and the loss is finite
     eager     one eager pure step runs and its loss is finite
-    compiled  the same step compiled gives the eager step's result (within the compiled
-              tolerance of ``purestep.parity.compare_compiled``)
+    compiled  the same step compiled gives the eager step's loss, gradients and buffers
+              (within the compiled tolerance of ``purestep.parity.compare_compiled``)
     parity    that step equals the imperative torch step (nn.Module + torch.optim),
               bitwise, via ``parity_run(cfg, steps=1)``
 
@@ -31,9 +31,10 @@ import torch
 from torch.func import functional_call
 
 from purestep.core.compile import compile as compile_step
+from purestep.core.step import make_train_step
 from purestep.models import MODELS
 from purestep.parity.compare import COMPILED_ATOL, COMPILED_RTOL
-from purestep.train.build import build_data, infer_task
+from purestep.train.build import build_criterion, build_data, infer_task, scale_loss
 from purestep.train.config import Config, ConfigError, config_to_dict, parse_config
 from purestep.train.run import Experiment, build_experiment, parity_run
 
@@ -211,7 +212,14 @@ def check_config(
             )
 
         with item("eager") as detail:
-            eager_state, metrics = exp.train_step(state0, batch)
+            # The run's step, built as build_experiment builds it, returning its gradients
+            # so that the compiled step can be compared where the comparison is stable.
+            criterion = scale_loss(build_criterion(cfg.loss), cfg.train.accumulation_steps)
+            stats = exp.metrics.stats if exp.metrics is not None else None
+            step = make_train_step(
+                exp.model, criterion, exp.optimizer.optimizer, metrics_fn=stats, return_grads=True
+            )
+            eager_state, metrics = step(state0, batch)
             loss = float(metrics["loss"])
             if not math.isfinite(loss):
                 raise _Failed(f"one step gives a non-finite loss ({loss})")
@@ -220,27 +228,36 @@ def check_config(
 
         if compile:
             with item("compiled") as detail:
-                fast = compile_step(exp.train_step)
-                compiled_state, compiled_metrics = fast(exp.initial_state(), batch)
-                diff, close = _max_diff(
-                    {
-                        "loss": compiled_metrics["loss"],
-                        **compiled_state.params,
-                        **{f"buffer:{k}": v for k, v in compiled_state.buffers.items()},
-                    },
-                    {
-                        "loss": metrics["loss"],
-                        **eager_state.params,
-                        **{f"buffer:{k}": v for k, v in eager_state.buffers.items()},
-                    },
-                )
+                compiled_state, compiled_metrics = compile_step(step)(exp.initial_state(), batch)
+                # Loss, gradients and buffers (BatchNorm statistics) are compared: the
+                # same math, reordered by inductor. The new parameters are reported but
+                # not judged: an update normalised by the gradient's size (Adam's first
+                # step is lr * sign(g)) turns a gradient at rounding level (a bias before
+                # BatchNorm) into a full step either way.
+                grads, buffers = metrics["grads"], eager_state.buffers
+                ours = {
+                    "loss": compiled_metrics["loss"],
+                    **{f"grad:{k}": v for k, v in compiled_metrics["grads"].items()},
+                    **{f"buffer:{k}": v for k, v in compiled_state.buffers.items()},
+                }
+                theirs = {
+                    "loss": metrics["loss"],
+                    **{f"grad:{k}": v for k, v in grads.items()},
+                    **{f"buffer:{k}": v for k, v in buffers.items()},
+                }
+                diff, close = _max_diff(ours, theirs)
                 tol = f"rtol {COMPILED_RTOL:g}, atol {COMPILED_ATOL:g}"
                 if not close:
                     raise _Failed(
-                        f"the compiled step differs from the eager one beyond {tol} "
-                        f"(max abs difference {diff:.3g})"
+                        f"the compiled step's loss/gradients/buffers differ from the eager "
+                        f"step's beyond {tol} (max abs difference {diff:.3g})"
                     )
-                detail.append(f"same step as eager within {tol} (max abs difference {diff:.3g})")
+                params, _ = _max_diff(compiled_state.params, eager_state.params)
+                detail.append(
+                    f"loss, {len(grads)} gradients, {len(buffers)} buffers as eager "
+                    f"within {tol} (max abs difference {diff:.3g}); new parameters differ "
+                    f"by at most {params:.3g}"
+                )
         else:
             skip("compiled", "skipped (compile=False)")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from purestep.cli import main
 from purestep.data.datasets import DataSplit
@@ -35,6 +36,24 @@ def image_pairs(split: str = "train", seed: int = 0) -> DataSplit | None:
     x = torch.eye(2).repeat(4, 1)
     y = torch.tensor([[0.0] * 4, [1.0] * 4]).repeat(4, 1)
     return DataSplit((x, y), info={"image_shape": [1, 2, 2]})
+
+
+class _Picky(nn.Module):
+    """A linear model that refuses inputs far outside its training range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x.abs() > 100).any()):
+            raise ValueError("inputs beyond 100 standard deviations are not supported")
+        return self.lin(x).flatten()
+
+
+def picky(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return _Picky()
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +111,16 @@ def runs(tmp_path_factory):
                 "loss": "cross_entropy",
                 "optimizer": {"name": "Adam", "lr": 0.05},
                 **common,
+            },
+        ),
+        "picky": _train(
+            tmp / "picky",
+            {
+                "model": {"name": "tests.cli.test_predict:picky"},
+                "data": {"name": "csv", "path": str(tmp / "lin.csv"), "target": "y"},
+                "loss": "mse",
+                "optimizer": {"name": "SGD", "lr": 0.1},
+                "train": {"epochs": 1, "compile": False, "seed": 0},
             },
         ),
         "images": _train(
@@ -235,6 +264,15 @@ def test_bad_input_exits_2_naming_the_problem(runs, capsys, run, args, message):
     code, out, err = _predict(capsys, "--checkpoint", str(runs[run]), *args)
     assert code == 2
     assert message in err and out == ""
+
+
+def test_a_model_failing_on_the_input_exits_1(runs, capsys):
+    ckpt = str(runs["picky"])
+    code, out, _ = _predict(capsys, "--checkpoint", ckpt, "--input", "a=1", "b=2")
+    assert code == 0 and _values(out)
+    code, out, err = _predict(capsys, "--checkpoint", ckpt, "--input", "a=1e9", "b=2")
+    assert code == 1 and out == ""
+    assert "ValueError: inputs beyond 100 standard deviations are not supported" in err
 
 
 def test_a_missing_checkpoint_exits_2(capsys, tmp_path):
