@@ -5,7 +5,8 @@ read its results. What must hold:
 
 * bitwise DDP + torch.optim (eager), 200 steps, Adam and SGD-momentum, on a model with
   BatchNorm (DDP broadcasts rank 0's buffers) and one with dropout (each rank's random
-  stream: the same seed everywhere, or one seed per rank);
+  stream: the same seed everywhere, or one seed per rank); and on 3 ranks, where the
+  bucket layout and DDP's scale-then-sum decide the last bits;
 * the bucket layout DDP's reducer builds (its own logging data says which);
 * 2 ranks == 1 process on the same global batches, within float rounding;
 * a rank whose state drifted is named, with the tensor;
@@ -101,3 +102,14 @@ def test_compiled_fullgraph(tmp_path: Path) -> None:
         assert result["graph_breaks"] == 0
         assert result["params_abs"] < 1e-4
         assert result["ddp"]["ok"], result["ddp"]["summary"]
+
+
+def test_bitwise_ddp_on_three_ranks(tmp_path: Path) -> None:
+    """With 3 ranks the ring all-reduce's summation order depends on the bucket layout
+    (and DDP's first iteration uses its own): bitwise only if both are DDP's."""
+    spawn(_workers.three_ranks, 3, tmp_path, timeout=600)
+    for result in read_results(tmp_path, "three", 3):
+        assert result["None"]["ok"], result["None"]["summary"]
+        assert result["None"]["info"]["buckets"] == "2 buckets (1.15, 1.52 MiB; 8 tensors)"
+        assert result["0.5"]["ok"], result["0.5"]["summary"]
+        assert result["0.5"]["info"]["buckets"].startswith("3 buckets")

@@ -25,7 +25,8 @@ train: {epochs: 2, compile: false}
 checkpoint: {every_steps: 4, keep: 3}
 log: {progress: false, tensorboard: false}
 """
-# 2 ranks vs 1 process, 12 Adam steps: per-epoch losses and metrics agree to rounding.
+# 2 ranks vs 1 process, 12 Adam steps: per-epoch losses and metrics agree to rounding
+# (measured: losses within 3e-8, accuracies and confusion matrices equal); stated 1e-5.
 HISTORY_ATOL = 1e-5
 
 
