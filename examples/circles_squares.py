@@ -1,6 +1,6 @@
 """Circles vs squares: a small CNN on 24x24 sprites with BCEWithLogitsLoss.
 
-    python examples/circles_squares.py [--epochs 15]
+    python examples/circles_squares.py [--epochs 20]
 
 The run of examples/circles_squares.yaml (without its ReduceLROnPlateau) written out with
 the library API: generated data, the pure train step, early stopping on the validation
@@ -20,7 +20,7 @@ from purestep.train import EarlyStopping, evaluate, fit, make_metrics
 from purestep.train.plots import plot_confusion_matrix
 
 parser = argparse.ArgumentParser(description="circles vs squares with a small CNN")
-parser.add_argument("--epochs", type=int, default=15)
+parser.add_argument("--epochs", type=int, default=20)
 parser.add_argument("--n-train", type=int, default=8192)
 parser.add_argument("--out", default="runs/circles_squares_py")
 args = parser.parse_args()
@@ -31,7 +31,9 @@ train, val, test = (
     sprites(s, seed=0, image=True, size=24, **sizes) for s in ("train", "val", "test")
 )
 
-model = convnet(in_channels=1, channels=(8, 16), image_size=24, hidden=32, out_features=1)
+model = convnet(
+    in_channels=1, channels=(8, 16), image_size=24, hidden=32, dropout=0.3, out_features=1
+)
 opt = ps.optim.adam(lr=3e-3)
 metrics = make_metrics(["accuracy", "precision", "recall", "f1", "confusion_matrix"], "binary")
 criterion = nn.BCEWithLogitsLoss()
@@ -44,7 +46,7 @@ state, history = fit(
     eval_step=eval_step,
     val_data=Batches(val, 256, shuffle=False),
     metrics=metrics,
-    early_stopping=EarlyStopping("val_loss", patience=4, restore_best=True),
+    early_stopping=EarlyStopping("val_loss", patience=6, restore_best=True),
 )
 
 result = evaluate(state, eval_step, Batches(test, 256, shuffle=False), metrics)

@@ -43,7 +43,7 @@ save_image(
 )
 
 model = convnet(in_channels=3, channels=(8, 16), image_size=24, hidden=32, out_features=3)
-opt = ps.optim.adam(lr=3e-3)
+opt = ps.optim.adam(lr=1e-3)
 metrics = make_metrics(["accuracy", "f1_macro", "confusion_matrix"], "multiclass")
 criterion = nn.CrossEntropyLoss()
 eval_step = ps.make_eval_step(model, criterion, metrics_fn=metrics.stats)

@@ -1,6 +1,6 @@
 """Intent classifier: a chatbot's utterances as bag-of-words vectors, an MLP with dropout.
 
-    python examples/intent_classifier.py [--epochs 40]
+    python examples/intent_classifier.py [--epochs 40] [--out runs/intent_classifier_py]
 
 examples/intents.csv holds 104 training phrasings of 8 intents (greeting, goodbye,
 thanks, hours, location, menu, order_status, help), 16 for validation and 32 held-out
@@ -18,9 +18,11 @@ from purestep.data import Batches
 from purestep.data.text import bag_of_words, text
 from purestep.models import mlp
 from purestep.train import evaluate, fit, make_metrics
+from purestep.train.plots import plot_confusion_matrix
 
 parser = argparse.ArgumentParser(description="a bag-of-words intent classifier")
 parser.add_argument("--epochs", type=int, default=40)
+parser.add_argument("--out", default="runs/intent_classifier_py")
 args = parser.parse_args()
 
 path = str(Path(__file__).with_name("intents.csv"))
@@ -30,7 +32,7 @@ print(f"{len(train)} phrasings, {len(vocabulary)} words, intents: {', '.join(int
 
 model = mlp(in_features=len(vocabulary), hidden=(32,), out_features=len(intents), dropout=0.3)
 opt = ps.optim.adam(lr=1e-2)
-metrics = make_metrics(["accuracy", "f1_macro"], "multiclass")
+metrics = make_metrics(["accuracy", "f1_macro", "confusion_matrix"], "multiclass")
 criterion = nn.CrossEntropyLoss()
 eval_step = ps.make_eval_step(model, criterion, metrics_fn=metrics.stats)
 state, history = fit(
@@ -44,6 +46,9 @@ state, history = fit(
 )
 result = evaluate(state, eval_step, Batches(test.data, 64, shuffle=False), metrics)
 print(f"held-out phrasings: accuracy {result['accuracy']:.4f}, f1 {result['f1_macro']:.4f}")
+plot_confusion_matrix(
+    result["confusion_matrix"], Path(args.out) / "confusion_matrix.png", labels=intents
+)
 
 # New sentences through the same vocabulary (eval mode: dropout off).
 ps.load_state_into(model, state).eval()

@@ -18,6 +18,7 @@ from tutorial_data import pixel_sprites
 import purestep as ps
 from purestep.data import Batches
 from purestep.data.image_folder import image_grid, save_image
+from purestep.models import mlp
 from purestep.train import fit
 
 parser = argparse.ArgumentParser(description="a pixel-sprite generator")
@@ -33,11 +34,7 @@ split = pixel_sprites("train", size=args.size, rgb=args.size == 16, repeat=8)
 codes, targets = split.data
 k, shape = len(split.info["sprites"]), split.info["image_shape"]
 width = 32 if args.size == 8 else 64
-torch.manual_seed(0)
-model = nn.Sequential(
-    nn.Linear(k, width), nn.ReLU(), nn.Linear(width, 2 * width), nn.ReLU(),
-    nn.Linear(2 * width, targets.shape[1]),
-)  # fmt: skip
+model = mlp(in_features=k, hidden=(width, 2 * width), out_features=targets.shape[1])
 opt = ps.optim.adam(lr=3e-3)
 criterion = nn.MSELoss() if args.loss == "mse" else nn.L1Loss()
 frames: list[torch.Tensor] = []

@@ -2,7 +2,7 @@
 embedding matrix (tied weights), AdamW without weight decay on biases, LayerNorms and
 positions, gradient clipping, and a linear warm-up followed by a cosine decay of the lr.
 
-    python examples/tiny_lm.py [--epochs 30]
+    python examples/tiny_lm.py [--epochs 30] [--out runs/tiny_lm_py]
 
 (examples/tiny_lm.yaml is the config-file version on synthetic token sequences.)
 """
@@ -10,7 +10,6 @@ positions, gradient clipping, and a linear warm-up followed by a cosine decay of
 import argparse
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 import purestep as ps
@@ -18,9 +17,12 @@ from purestep.data import Batches
 from purestep.models import tiny_lm
 from purestep.optim import schedules
 from purestep.train import fit
+from purestep.train.build import LOSSES
+from purestep.train.plots import plot_history
 
 parser = argparse.ArgumentParser(description="a tiny character-level LM")
 parser.add_argument("--epochs", type=int, default=30)
+parser.add_argument("--out", default="runs/tiny_lm_py")
 args = parser.parse_args()
 
 TEXT = (
@@ -45,14 +47,11 @@ lr = schedules.sequential_lr(
 no_decay = [{"params": "bias|ln|pos", "weight_decay": 0.0}]
 adamw = ps.optim.param_groups(ps.optim.adamw, no_decay, lr=1e-2, weight_decay=0.1)
 opt = ps.optim.chain(ps.optim.clip_by_global_norm(1.0), ps.optim.scheduled(adamw, lr))
-
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.reshape(-1, len(chars)), targets.reshape(-1))
-
+lm_loss = LOSSES["lm_cross_entropy"]()  # cross-entropy over every position
 
 step = ps.make_train_step(model, lm_loss, opt)
 state, history = fit(ps.TrainState.create(model, opt, seed=0), step, data, epochs=args.epochs)
+plot_history(history.records, args.out)  # loss.png, lr.png (the warm-up, then the cosine)
 
 # Greedy generation from a prompt with the trained weights (eval mode: no dropout).
 model.eval()
