@@ -120,7 +120,9 @@ class GroupReport:
     def describe(self) -> str:
         how = "sequential" if self.plan == "sequential" else f"vmap, chunks of {self.chunk}"
         mode = "compiled" if self.compiled else "eager"
-        return f"{len(self.members)} members, {how} ({mode}): {self.reason}; exact: {self.exact}"
+        n = len(self.members)
+        who = f"{n} member{'s' if n != 1 else ''}"
+        return f"{who}, {how} ({mode}): {self.reason}; exact: {self.exact}"
 
 
 @dataclass
@@ -173,7 +175,7 @@ class StepCache:
     def __init__(self) -> None:
         self.steps: dict[str, tuple[TrainStep, EvalStep]] = {}
         self.compiled: dict[tuple[str, str, int | None], Any] = {}
-        self.plans: dict[tuple[str, int], tuple[str, int, str, dict[str, float] | None]] = {}
+        self.plans: dict[str, tuple[str, int, str, dict[str, float] | None]] = {}
 
 
 # -- grouping ----------------------------------------------------------------------------
@@ -471,7 +473,7 @@ def _plan(
     compiled = group.cfg.train.compile
     batches = _first_batches(group)
     random = _draws_random(group, batches)
-    if chunk == 1 or (chunk == "auto" and k == 1):
+    if k == 1 or chunk == 1:
         return "sequential", 1, "one member" if k == 1 else "--chunk 1", None, random
     if isinstance(chunk, int):
         n = min(chunk, k)
@@ -488,10 +490,12 @@ def _plan(
             "round differently), so members run one after another and stay bitwise"
         )
         return "sequential", 1, reason, None, random
-    cache_key = (group_key_of(group), k)
+    # An earlier round of the same group (tune) decided already: keep its plan and chunk
+    # size (a smaller round is padded), so its compiled graph serves again.
+    cache_key = group_key_of(group)
     if cache is not None and cache_key in cache.plans:
         plan, n, reason, probe = cache.plans[cache_key]
-        return plan, n, reason + " (plan kept from an earlier batch)", probe, random
+        return plan, n, reason + " (plan kept from an earlier round)", probe, random
     probe = _probe(group, batches, k)
     ratio = probe["sequential"] / probe["vmap"]
     timing = (

@@ -293,3 +293,45 @@ def test_bad_chunk_and_existing_output(tmp_path, capsys):
         sweep(cfg, {"optimizer.lr": [1e-2]}, epochs=1, out=out, print_fn=None)
     again = sweep(cfg, {"optimizer.lr": [1e-3]}, epochs=1, out=out, overwrite=True, print_fn=None)
     assert again.best == 0
+
+
+DIVERGING = """
+model: {name: mlp, hidden: [8], out_features: 1}
+data: {name: sprites, n_train: 128, n_val: 32, batch_size: 16}
+loss: mse
+optimizer: {name: SGD, lr: 1e-2}
+train: {epochs: 2, compile: false, log_every: 3}
+log: {progress: false, tensorboard: false, plots: false}
+"""
+
+
+@pytest.mark.parametrize("policy", ["raise", "stop", "skip"])
+def test_a_diverging_member_follows_its_nan_policy_alone(tmp_path, policy):
+    """lr 1e4 on an MSE loss overflows within a few steps: under `raise` that member is
+    `diverged` with the error its solo run raises, under `stop`/`skip` it ends as its solo
+    run does; the other member is untouched and the best."""
+    from purestep.train.fit import NonFiniteLossError
+
+    cfg = _config(
+        tmp_path, DIVERGING.replace("log_every: 3", f"log_every: 3, nan_policy: {policy}")
+    )
+    result = sweep(cfg, {"optimizer.lr": [1e-2, 1e4]}, out=tmp_path / "out", print_fn=None)
+    good, bad = result.members
+    assert result.best == 0 and good.status == "finished"
+    solo = _solo(cfg, result.settings[0], tmp_path / "solo0")
+    assert tree_bitwise_equal(good.state, solo.state)
+    if policy == "raise":
+        assert bad.status == "diverged" and bad.state is None
+        with pytest.raises(NonFiniteLossError) as err:
+            _solo(cfg, result.settings[1], tmp_path / "solo1")
+        assert bad.error == str(err.value)
+        with (tmp_path / "out" / "sweep.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert rows[1]["status"] == "diverged" and "non-finite" in rows[1]["error"]
+        return
+    solo = _solo(cfg, result.settings[1], tmp_path / "solo1")
+    assert bad.status == ("nan" if policy == "stop" else "finished")
+    assert tree_bitwise_equal(bad.state, solo.state)
+    assert _no_seconds(bad.history) == solo.history.without_timing()
+    if policy == "skip":
+        assert sum(r["skipped_steps"] for r in bad.history) > 0
