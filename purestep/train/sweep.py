@@ -157,8 +157,11 @@ def sweep(
 
     Returns:
         A ``SweepResult``. Raises ``ConfigError`` for a bad grid or config, before
-        anything is trained or written.
+        anything is trained or written, and under a multi-process (torchrun) launch.
     """
+    from purestep.train.distributed import refuse_distributed
+
+    refuse_distributed("sweep")  # N torchrun copies would each run the whole grid
     started = time.perf_counter()
     raw = _fixed(base_config(config), epochs=epochs, device=device, compile=compile)
     settings = grid_settings(_axes(grid), list(seeds) if seeds is not None else None)

@@ -203,6 +203,9 @@ def tune(
         plots: Optuna's plots (default: ``log.plots``).
         print_fn: progress lines (None: quiet).
     """
+    from purestep.train.distributed import refuse_distributed
+
+    refuse_distributed("tune")  # N torchrun copies would race on one study
     optuna = import_optuna()
     started = time.perf_counter()
     for name, value in (("trials", trials), ("parallel", parallel)):

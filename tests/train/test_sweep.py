@@ -335,3 +335,10 @@ def test_a_diverging_member_follows_its_nan_policy_alone(tmp_path, policy):
     assert _no_seconds(bad.history) == solo.history.without_timing()
     if policy == "skip":
         assert sum(r["skipped_steps"] for r in bad.history) > 0
+
+
+def test_refused_under_a_distributed_launch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = _config(tmp_path)
+    assert main(["sweep", "--config", str(cfg), "--set", "optimizer.lr=1e-3,1e-2"]) == 2
+    assert "purestep sweep does not run under torchrun" in capsys.readouterr().err

@@ -222,3 +222,14 @@ def test_without_optuna_tune_says_how_to_install_it(tmp_path, capsys, monkeypatc
     code = main(["tune", "--config", str(cfg), "--space", str(space), "--trials", "2"])
     assert code == 2
     assert "pip install 'purestep[tune]'" in capsys.readouterr().err
+
+
+def test_refused_under_a_distributed_launch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = _write(tmp_path, "cfg.yaml", CONFIG)
+    space = _write(tmp_path, "space.yaml", "optimizer.lr: {log_uniform: [1e-4, 1e-1]}\n")
+    out = tmp_path / "tune"
+    argv = ["tune", "--config", str(cfg), "--space", str(space), "--trials", "2"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "purestep tune does not run under torchrun" in capsys.readouterr().err
+    assert not out.exists()
