@@ -58,7 +58,9 @@ from purestep.train.fit import (
     _epoch_record,
     _lrs,
     evaluate,
+    fold_outputs,
     monitor_mode,
+    nonfinite_at,
 )
 from purestep.train.metrics import MetricSet
 from purestep.train.run import Experiment, build_experiment
@@ -570,30 +572,17 @@ def _flush(m: _Member, ex: _Sequential | _Vmapped, stat_keys: Sequence[str], pol
         return
     loop = m.loop
 
-    def stacked(key: str, detach: bool) -> torch.Tensor:
-        values = torch.stack([o[key].detach() if detach else o[key] for o, _ in m.pending])
-        slot = m.pending[0][1]
+    slot = m.pending[0][1]
+
+    def column(key: str) -> torch.Tensor:
+        values = torch.stack([o[key] for o, _ in m.pending])
         return values if slot is None else values.select(1, slot).contiguous()
 
-    losses = stacked("loss", True)
-    first_out = m.pending[0][0]
-    others = [k for k in first_out if k != "loss" and k not in stat_keys and k != "grads"]
-    loop.losses = losses if loop.losses is None else torch.cat([loop.losses, losses])
-    for k in stat_keys:
-        new = stacked(k, False)
-        loop.stats[k] = new if k not in loop.stats else torch.cat([loop.stats[k], new])
-    for k in others:
-        new = stacked(k, True)
-        loop.values[k] = new if k not in loop.values else torch.cat([loop.values[k], new])
-    count = len(m.pending)
+    losses = fold_outputs(loop, column, stat_keys, list(m.pending[0][0]))
     m.pending.clear()
-    finite = torch.isfinite(losses)
-    if policy != "skip" and not bool(finite.all()):
-        first = int((~finite).nonzero()[0])
-        at_step = loop.step - count + first + 1
-        at_batch = loop.batch - count + first + 1
-        where = f"epoch {loop.epoch + 1}, step {at_step} (batch {at_batch} of the epoch)"
-        raise _Diverged(f"non-finite training loss ({losses[first].item()}) at {where}")
+    where = nonfinite_at(loop, losses) if policy != "skip" else None
+    if where is not None:
+        raise _Diverged(f"non-finite training loss ({where[1]}) at {where[0]}")
     if policy == "stop":
         state = ex.state(m)
         if all(bool(p.isfinite().all()) for p in state.params.values()):

@@ -325,31 +325,22 @@ def fit(
         nonlocal last_good
         if not pending:
             return
-        losses = torch.stack([m["loss"].detach() for m in pending])
-        others = [k for k in pending[0] if k != "loss" and k not in stat_keys and k != "grads"]
-        loop.losses = losses if loop.losses is None else torch.cat([loop.losses, losses])
-        for k in stat_keys:
-            new = torch.stack([m[k] for m in pending])
-            loop.stats[k] = new if k not in loop.stats else torch.cat([loop.stats[k], new])
-        for k in others:
-            new = torch.stack([m[k].detach() for m in pending])
-            loop.values[k] = new if k not in loop.values else torch.cat([loop.values[k], new])
-        count = len(pending)
+        losses = fold_outputs(
+            loop, lambda key: torch.stack([m[key] for m in pending]), stat_keys, list(pending[0])
+        )
         pending.clear()
-        finite = torch.isfinite(losses)
-        if nan_policy != "skip" and not bool(finite.all()):
-            first = int((~finite).nonzero()[0])
-            at_step = loop.step - count + first + 1
-            at_batch = loop.batch - count + first + 1
-            where = f"epoch {loop.epoch + 1}, step {at_step} (batch {at_batch} of the epoch)"
+        where = nonfinite_at(loop, losses) if nan_policy != "skip" else None
+        if where is not None:
             if nan_policy == "raise":
                 raise NonFiniteLossError(
-                    f"non-finite training loss ({losses[first].item()}) at {where}; "
+                    f"non-finite training loss ({where[1]}) at {where[0]}; "
                     "no checkpoint of this state was written"
                 )
-            raise _StopOnNan(where)
+            raise _StopOnNan(where[0])
         if nan_policy == "stop" and all(bool(p.isfinite().all()) for p in state.params.values()):
             last_good = tree_clone(state) if donated else state
+        count = len(losses)
+        finite = torch.isfinite(losses)
         shown = losses[finite] if nan_policy == "skip" else losses
         running = float(shown.double().mean()) * loss_scale if shown.numel() else math.nan
         bars.update(count, loss=running)
@@ -451,6 +442,45 @@ def fit(
 
 class _StopOnNan(Exception):
     pass
+
+
+def fold_outputs(
+    loop: LoopState,
+    column: Callable[[str], torch.Tensor],
+    stat_keys: Sequence[str],
+    keys: Sequence[str],
+) -> torch.Tensor:
+    """Append the latest steps' outputs to the epoch's stacked values in ``loop``.
+
+    ``column(key)`` gives one output key's values for those steps, stacked along a new
+    first axis; ``keys`` are the output's keys. Returns the steps' losses (detached).
+    """
+    losses = column("loss").detach()
+    loop.losses = losses if loop.losses is None else torch.cat([loop.losses, losses])
+    for k in stat_keys:
+        new = column(k)
+        loop.stats[k] = new if k not in loop.stats else torch.cat([loop.stats[k], new])
+    for k in keys:
+        if k in ("loss", "grads") or k in stat_keys:
+            continue
+        new = column(k).detach()
+        loop.values[k] = new if k not in loop.values else torch.cat([loop.values[k], new])
+    return losses
+
+
+def nonfinite_at(loop: LoopState, losses: torch.Tensor) -> tuple[str, float] | None:
+    """Where the first non-finite value of ``losses`` (the last ``len(losses)`` steps of
+    ``loop``) was, as ``("epoch E, step S (batch B of the epoch)", value)``; None if all
+    are finite. One read from the device."""
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return None
+    first = int((~finite).nonzero()[0])
+    count = len(losses)
+    at_step = loop.step - count + first + 1
+    at_batch = loop.batch - count + first + 1
+    where = f"epoch {loop.epoch + 1}, step {at_step} (batch {at_batch} of the epoch)"
+    return where, losses[first].item()
 
 
 def _epoch_record(
