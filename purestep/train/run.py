@@ -56,7 +56,13 @@ from purestep.train.checkpoint import (
 from purestep.train.config import Config, ConfigError, config_to_dict, parse_config
 from purestep.train.distributed.launch import AgreedStop, DataParallelOptions, QuietProgress
 from purestep.train.fit import EarlyStopping, History, evaluate, fit, monitor_mode
-from purestep.train.loggers import Progress, make_loggers, write_history
+from purestep.train.loggers import (
+    MLflowLogger,
+    Progress,
+    WandbLogger,
+    make_loggers,
+    write_history,
+)
 from purestep.train.metrics import MetricSet, make_metrics
 
 __all__ = ["Experiment", "RunResult", "build_experiment", "evaluate_checkpoint", "train_run"]
@@ -348,11 +354,24 @@ def train_run(
         else QuietProgress(cfg.train.epochs)
     )
     purge = loop.step if loop is not None else None
+    log_cfg = cfg.log.model_dump()
+    # A resumed run continues its W&B / MLflow runs (their ids travel in meta.json).
+    tracked = restored.meta.get("trackers", {}) if source is not None else {}
+    if log_cfg.get("wandb") is not None and tracked.get("wandb"):
+        log_cfg["wandb"]["resume_id"] = tracked["wandb"]
+    if log_cfg.get("mlflow") is not None and tracked.get("mlflow"):
+        log_cfg["mlflow"]["resume_run_id"] = tracked["mlflow"]
     loggers = (
-        make_loggers(cfg.log.model_dump(), out, run_config=run_cfg, purge_step=purge)
+        make_loggers(log_cfg, out, run_config=run_cfg, purge_step=purge)
         if ctx.is_main and (cfg.log.tensorboard or cfg.log.wandb or cfg.log.mlflow)
         else []
     )
+    checkpointer.extra_meta["trackers"] = {
+        name: logger.run_id
+        for logger in loggers
+        for name, cls in (("wandb", WandbLogger), ("mlflow", MLflowLogger))
+        if isinstance(logger, cls)
+    }
     if ctx.distributed and should_stop is not None:
         # A signal may reach one rank only: the ranks agree, so all stop at one step.
         options = parallel or DataParallelOptions()

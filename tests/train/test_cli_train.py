@@ -326,3 +326,34 @@ def test_argument_errors():
         with pytest.raises(SystemExit) as err:
             main(argv)
         assert err.value.code == 2
+
+
+def test_resumed_run_continues_its_mlflow_run(tmp_path):
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    import warnings
+
+    import sqlalchemy
+    from mlflow.tracking import MlflowClient
+
+    # MLflow's SQLite store trips a SQLAlchemy deprecation inside MLflow, not in purestep.
+    warnings.filterwarnings("ignore", category=sqlalchemy.exc.SADeprecationWarning)
+
+    text = CONFIG.replace("log: {progress: false}", "log: {progress: false, mlflow: {}}")
+    out = tmp_path / "o"
+    cfg = _write(tmp_path, text)
+    assert main(["train", "--config", cfg, "--out", str(out), "--epochs", "1", "--no-plots"]) == 0
+    first = json.loads((out / "checkpoints" / "step-00000006" / "meta.json").read_text())
+    run_id = first["trackers"]["mlflow"]
+    assert (
+        main(
+            ["train", "--config", cfg, "--out", str(out), "--resume", "--epochs", "2", "--no-plots"]
+        )
+        == 0
+    )
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    assert json.loads((out / "checkpoints" / latest / "meta.json").read_text())["trackers"] == {
+        "mlflow": run_id
+    }
+    client = MlflowClient(tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}")
+    steps = [m.step for m in client.get_metric_history(run_id, "val_loss")]
+    assert steps == [6, 12]
