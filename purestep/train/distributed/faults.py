@@ -229,9 +229,9 @@ class Watchdog:
                 if now - self._store_down_since > self.heartbeat_timeout:
                     self._fail(
                         RankFailure(
-                            "the job's key-value store (MASTER_ADDR:MASTER_PORT) stopped "
-                            f"answering for {now - self._store_down_since:.0f} s ({err}): "
-                            "rank 0 or the launcher that hosts it is gone",
+                            "rank 0 or the launcher stopped responding: the job's key-value "
+                            "store they host (MASTER_ADDR:MASTER_PORT) has not answered for "
+                            f"{now - self._store_down_since:.0f} s ({err})",
                             (0,),
                         )
                     )

@@ -8,6 +8,7 @@ tested is purestep's own handling: under torchrun the agent also tears the job d
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import textwrap
@@ -90,9 +91,9 @@ def test_killed_rank_is_named_by_the_survivor_and_the_checkpoint_resumes(job: Pa
     code, output, _ = _survivor(procs[0])
     _reap(procs[1])
     assert code == 1, output
-    assert "purestep train (rank 0): RankFailure:" in output
-    assert "rank 1 stopped responding" in output
-    assert "Traceback" not in output
+    assert "purestep train (rank 0): RankFailure:" in output, output
+    assert "rank 1 stopped responding" in output, output
+    assert "Traceback" not in output, output
     _resumes_small(job)
 
 
@@ -123,8 +124,8 @@ def test_frozen_rank_is_named_within_the_heartbeat_timeout(job: Path) -> None:
         procs[1].send_signal(signal.SIGCONT)
         _reap(procs[1])
     assert code == 1, output
-    assert "rank 1 stopped responding (no heartbeat for 10 s" in output
-    assert seconds < TIMEOUT + 10
+    assert "rank 1 stopped responding (no heartbeat for 10 s" in output, output
+    assert seconds < TIMEOUT + 10, (seconds, output)
     _resumes_small(job)
 
 
@@ -136,7 +137,8 @@ def test_killed_rank_0_is_named_by_rank_1(job: Path) -> None:
     code, output, _ = _survivor(procs[1])
     _reap(procs[0])
     assert code == 1, output
-    assert "rank 0 stopped responding" in output
+    # Named from its silent heartbeat, or (it hosts the job's store) from the store.
+    assert re.search(r"rank 0 (or the launcher )?stopped responding", output), output
     _resumes_small(job)
 
 

@@ -52,7 +52,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 
 def test_rank0_alone_prints_and_writes_one_run_directory(job: tuple[Path, Path, str]) -> None:
     tmp, out, stdout = job
-    assert stdout.count("done in ") == 1
+    assert stdout.count("done in ") == 1, stdout
     assert stdout.count("data-parallel: 2 ranks (gloo), 16 examples per rank per batch") == 1
     assert stdout.count("epoch 2/2") == 1
     files = _files(out)
@@ -99,7 +99,8 @@ def test_resume_on_one_process_then_on_two_ranks(
         cwd=tmp_path,
     )
     assert one.returncode == 0, one.stdout + one.stderr
-    assert "resuming from out/checkpoints/step-00000012 (epoch 3, batch 0, step 12)" in one.stdout
+    resumed = "resuming from out/checkpoints/step-00000012 (epoch 3, batch 0, step 12)"
+    assert resumed in one.stdout, one.stdout
     assert _meta(run)["step"] == 18
     two = torchrun(
         2,
@@ -107,7 +108,7 @@ def test_resume_on_one_process_then_on_two_ranks(
         cwd=tmp_path,
     )
     assert two.returncode == 0, two.stdout + two.stderr
-    assert two.stdout.count("resuming from out/checkpoints/step-00000018") == 1
+    assert two.stdout.count("resuming from out/checkpoints/step-00000018") == 1, two.stdout
     meta = _meta(run)
     assert meta["step"] == 24 and len(meta["history"]) == 4
     assert meta["distributed"]["world_size"] == 2
@@ -142,7 +143,7 @@ def test_parity_command_under_torchrun(tmp_path: Path) -> None:
     (tmp_path / "cfg.yaml").write_text(CONFIG.replace("hidden: [16]", "hidden: [16], dropout: 0.2"))
     done = torchrun(2, ["parity", "--config", "cfg.yaml", "--steps", "30"], cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "PARITY OK: 30 steps bitwise" in done.stdout
+    assert "PARITY OK: 30 steps bitwise" in done.stdout, done.stdout + done.stderr
 
 
 def test_sweep_and_tune_refuse_a_distributed_launch(monkeypatch: pytest.MonkeyPatch) -> None:
