@@ -285,9 +285,13 @@ class Checkpointer:
         return target
 
     def _remove_leftovers(self) -> None:
+        """What a kill left behind: temp/trash step directories and half-written pointer
+        files (``write_atomic``'s ``.latest.<hex>.tmp``)."""
         for d in self.directory.iterdir():
             if d.name.startswith((".tmp-", ".trash-")) and d.is_dir():
                 shutil.rmtree(d, ignore_errors=True)
+            elif d.name.startswith(".") and d.name.endswith(".tmp") and d.is_file():
+                d.unlink(missing_ok=True)
 
     def _prune(self) -> None:
         if self.keep is None:

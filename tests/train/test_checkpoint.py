@@ -103,9 +103,11 @@ def test_leftover_temp_dirs_are_ignored_and_removed(tmp_path):
     junk = tmp_path / ".tmp-step-00000009-abc"
     junk.mkdir()
     (junk / "state.safetensors").write_bytes(b"partial")
+    pointer = tmp_path / ".latest.0123abcd.tmp"  # a kill inside a pointer's write_atomic
+    pointer.write_text("step-000")
     assert ckpt.latest().name == "step-00000001"
     ckpt.save(state, _loop(2))
-    assert not junk.exists()
+    assert not junk.exists() and not pointer.exists()
 
 
 def test_latest_falls_back_to_the_newest_complete_dir(tmp_path):
