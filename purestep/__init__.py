@@ -10,7 +10,7 @@ state, metrics = train_step(state, (x, y))
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
-from purestep import core, data, optim, parity, train
+from purestep import core, data, distributed, optim, parity, train
 from purestep.core import (
     EvalStep,
     TrainState,
@@ -42,6 +42,7 @@ __all__ = [
     "compile",
     "core",
     "data",
+    "distributed",
     "fit",
     "load_state",
     "load_state_into",

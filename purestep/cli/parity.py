@@ -28,10 +28,13 @@ def parity(args: argparse.Namespace) -> int:
         return fail("parity", err, EXIT_BAD_INPUT)
     except Exception as err:  # the model rejects its batch, an internal error ...
         return fail("parity", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
-    print(report.to_markdown(limit=args.rows))
-    if args.json:
-        Path(args.json).write_text(report.to_json())
-        print(f"report written to {args.json}")
+    from purestep.train.distributed import context
+
+    if context().is_main:  # under torchrun every rank holds the merged report: print it once
+        print(report.to_markdown(limit=args.rows))
+        if args.json:
+            Path(args.json).write_text(report.to_json())
+            print(f"report written to {args.json}")
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
