@@ -1,35 +1,32 @@
-"""W1's eight matmuls alone (forward, input grads, weight grads): the floor under any W1 step.
+"""The matmul floor of a workload's step (its nn.Linear matmuls alone: forward, input and
+weight gradients), as ``purestep bench`` times it in every run.
 
-.venv/bin/python benchmarks/w1_matmul_floor.py
+.venv/bin/python benchmarks/w1_matmul_floor.py [W1|W2|W4] [threads]
 """
 
 from __future__ import annotations
 
-import time
+import statistics
+import sys
 
 import torch
 
+from purestep.bench.timing import time_variant
+from purestep.bench.variants import matmul_floor
+from purestep.bench.workloads import WORKLOADS
+
 
 def main() -> None:
-    x = torch.randn(64, 784)
-    w1, w2, w3 = torch.randn(256, 784), torch.randn(256, 256), torch.randn(10, 256)
-    h1, h2 = torch.randn(64, 256), torch.randn(64, 256)
-    g1, g2, g3 = torch.randn(64, 256), torch.randn(64, 256), torch.randn(64, 10)
-
-    def matmuls() -> None:
-        x @ w1.t(), h1 @ w2.t(), h2 @ w3.t()  # forward
-        g3 @ w3, g2 @ w2  # input grads (none for the data)
-        g3.t() @ h2, g2.t() @ h1, g1.t() @ x  # weight grads
-
-    for _ in range(200):
-        matmuls()
-    times = []
-    for _ in range(11):
-        start = time.perf_counter()
-        for _ in range(200):
-            matmuls()
-        times.append((time.perf_counter() - start) / 200 * 1e3)
-    print(f"W1 matmuls only: {sorted(times)[5]:.3f} ms/step, {torch.get_num_threads()} threads")
+    name = sys.argv[1] if len(sys.argv) > 1 else "W1"
+    torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+    device = torch.device("cpu")
+    floor = matmul_floor(WORKLOADS[name], device)
+    time_variant(floor, device, 200)  # warm-up
+    rounds = [time_variant(floor, device, 200) for _ in range(11)]
+    print(
+        f"{name} matmuls only ({floor.notes[0]}): {statistics.median(rounds):.3f} ms/step, "
+        f"{torch.get_num_threads()} threads"
+    )
 
 
 if __name__ == "__main__":

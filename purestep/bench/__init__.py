@@ -1,24 +1,38 @@
 """Benchmarks: workloads, the ways of running a step, the timing runner and its report.
 
-``purestep bench`` (or ``run_benchmarks``) measures every variant side by side in one
-process and reports ratios; ``benchmarks/`` holds the pytest-benchmark suite.
+``purestep bench`` (or ``run_benchmarks``) measures every variant side by side, with the
+matmul floor and the machine's load, and reports ratios; ``benchmarks/`` holds the
+pytest-benchmark suite and the profiling scripts.
 """
 
+from purestep.bench.load import MachineBusy, sample_load
 from purestep.bench.report import to_markdown
-from purestep.bench.runner import TARGETS, BenchResult, Measurement, run_benchmarks
-from purestep.bench.variants import VARIANTS, Unavailable, Variant
-from purestep.bench.workloads import WORKLOADS, Workload, get_workloads
+from purestep.bench.runner import (
+    DEFAULT_THREADS,
+    TARGETS,
+    BenchResult,
+    Measurement,
+    run_benchmarks,
+)
+from purestep.bench.variants import FLOOR, VARIANTS, Unavailable, Variant, resolve_variant
+from purestep.bench.workloads import WORKLOADS, Workload, get_workloads, with_batch
 
 __all__ = [
+    "DEFAULT_THREADS",
+    "FLOOR",
     "TARGETS",
     "VARIANTS",
     "WORKLOADS",
     "BenchResult",
+    "MachineBusy",
     "Measurement",
     "Unavailable",
     "Variant",
     "Workload",
     "get_workloads",
+    "resolve_variant",
     "run_benchmarks",
+    "sample_load",
     "to_markdown",
+    "with_batch",
 ]

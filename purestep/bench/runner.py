@@ -1,23 +1,34 @@
-"""Time every variant of every workload in one process, side by side, and report ratios."""
+"""Time every variant of every workload side by side, and report ratios.
+
+One run: check that the machine is quiet (``purestep.bench.monitor``), build and warm up
+every variant of a workload (in this process, or each in a worker process with
+``isolate``), then time them in interleaved rounds, so slow drifts of the machine hit all
+variants alike; the median round counts. The matmul floor (the step's matmuls alone) is
+timed in the same rounds, so every variant can be read as a multiple of it.
+``scaling`` adds the batch-size and vmapped-K studies (``purestep.bench.scaling``).
+"""
 
 from __future__ import annotations
 
+import os
 import platform
-import resource
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from purestep._compat import counters
-from purestep.bench.variants import VARIANTS, K, Unavailable, Variant
-from purestep.bench.workloads import Workload, get_workloads
+from purestep.bench.isolate import Isolated
+from purestep.bench.monitor import LoadMonitor
+from purestep.bench.timing import InProcess, Runner, Spec
+from purestep.bench.variants import FLOOR, VARIANTS, K, Unavailable, resolve_variant
+from purestep.bench.workloads import get_workloads
 from purestep.core.allocator import retain_freed_cpu_memory
 
-__all__ = ["TARGETS", "BenchResult", "Measurement", "run_benchmarks"]
+__all__ = ["DEFAULT_THREADS", "TARGETS", "BenchResult", "Measurement", "run_benchmarks"]
+
+DEFAULT_THREADS = 2
 
 
 @dataclass
@@ -33,6 +44,9 @@ class Measurement:
     )
     first_loss: float | None = None
     status: str = "ok"
+    batch_size: int | None = None  # scaling runs: the batch size
+    members: int | None = None  # vmapped or sequential runs: models per call
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +55,8 @@ class BenchResult:
     info: dict[str, Any]
     measurements: list[Measurement] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
+    scaling: list[Measurement] = field(default_factory=list)
+    load: dict[str, Any] = field(default_factory=dict)
 
     def get(self, workload: str, variant: str) -> Measurement | None:
         for m in self.measurements:
@@ -48,12 +64,19 @@ class BenchResult:
                 return m
         return None
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the run was disturbed by other work (see ``load["problems"]``)."""
+        return bool(self.load.get("problems"))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "device": self.device,
             "info": self.info,
+            "load": self.load,
             "measurements": [asdict(m) for m in self.measurements],
             "targets": self.targets,
+            "scaling": [asdict(m) for m in self.scaling],
         }
 
 
@@ -63,30 +86,18 @@ _FC = "functional compiled (donated)"
 _SWEEP = f"vmap K={K} sweep compiled"
 _SEQUENTIAL = f"{K} sequential compiled (donated)"
 _GRAPHS = "functional + CUDA graphs (donated)"
-_VS_JAX = "compiled functional vs JAX + optax jit (time <= 1.1x)"
+_VS_JAX = "compiled functional vs JAX + optax jit"
+_EAGER = "eager functional (default bitwise path) vs eager imperative"
 TARGETS: list[tuple[str, str, str, str, float]] = [
     ("compiled functional vs eager imperative", "W1", _FC, "imperative eager", 2.0),
-    (
-        "compiled functional (C++ wrapper) vs eager imperative",
-        "W1",
-        "functional compiled (donated, C++ wrapper)",
-        "imperative eager",
-        2.0,
-    ),
     ("compiled functional vs eager imperative", "W3", _FC, "imperative eager", 1.5),
     ("compiled functional vs compiled imperative", "W1", _FC, "imperative compiled", 1.2),
     ("compiled functional vs compiled imperative", "W2", _FC, "imperative compiled", 1.2),
     ("compiled functional vs compiled imperative", "W3", _FC, "imperative compiled", 1.2),
-    # the issue's means: the opt-in multi-tensor fast mode (bitwise vs torch foreach=True)
-    (
-        "eager functional (foreach) vs eager imperative",
-        "W1",
-        "functional eager (foreach)",
-        "imperative eager",
-        0.9,
-    ),
-    (_VS_JAX, "W1", _FC, "JAX + optax jit", 1 / 1.1),
-    (_VS_JAX, "W2", _FC, "JAX + optax jit", 1 / 1.1),
+    (_VS_JAX, "W1", _FC, "JAX + optax jit", 1.25),
+    (_VS_JAX, "W2", _FC, "JAX + optax jit", 1.25),
+    (_EAGER, "W1", "functional eager", "imperative eager", 0.95),
+    (_EAGER, "W2", "functional eager", "imperative eager", 0.95),
     (f"vmap K={K} compiled sweep vs {K} sequential compiled", "W1", _SWEEP, _SEQUENTIAL, 3.0),
     (f"vmap K={K} compiled sweep vs {K} sequential compiled", "W2", _SWEEP, _SEQUENTIAL, 3.0),
     (
@@ -102,38 +113,85 @@ TARGETS: list[tuple[str, str, str, str, float]] = [
 ]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _log_nothing(line: str) -> None:
+    del line
 
 
-def _peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss is in KiB on Linux: the process's RSS high-water mark so far.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+@dataclass
+class Session:
+    """What every group of a run shares: device, threads, isolation, the load monitor."""
+
+    device: torch.device
+    threads: int
+    isolate: bool
+    retain_memory: bool
+    monitor: LoadMonitor
+    steps: int
+    repeats: int
+    log: Callable[[str], None] = _log_nothing
+
+    def runner(self, spec: Spec) -> Runner:
+        if self.isolate:
+            return Isolated(
+                spec, self.device, threads=self.threads, retain_memory=self.retain_memory
+            )
+        return InProcess(spec, self.device)
 
 
-def _prepare(variant: Variant, device: torch.device, warmup: int) -> tuple[float, float | None]:
-    """First call (compile for compiled variants) and warm-up: (first-call s, first loss)."""
-    start = time.perf_counter()
-    variant.step()
-    _sync(device)
-    first = time.perf_counter() - start
-    first_loss = variant.loss()
-    for _ in range(max(warmup - 1, 0)):
-        variant.step()
-    _sync(device)
-    return first, first_loss
+def time_group(session: Session, specs: Sequence[Spec], label: str) -> list[Measurement]:
+    """Build and warm up each spec, then time them all in interleaved rounds.
 
-
-def _time(variant: Variant, device: torch.device, steps: int) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        variant.step()
-    _sync(device)
-    return (time.perf_counter() - start) / steps * 1e3
+    A variant that cannot run here (``Unavailable``) or fails is reported with its
+    status, never raised: the rest of the group is still timed."""
+    out: list[Measurement] = []
+    ready: list[tuple[Measurement, Runner, int]] = []
+    try:
+        for spec in specs:
+            m = Measurement(label, spec.variant, batch_size=spec.batch)
+            out.append(m)
+            runner = session.runner(spec)
+            try:
+                prepared = runner.prepare()
+            except Unavailable as why:
+                m.status = f"n/a: {why}"
+                session.log(f"{label} {spec.variant}: {m.status}")
+                runner.close()
+                continue
+            except Exception as err:  # a failing peer or variant is reported, not fatal
+                first = (str(err).splitlines() or [""])[0][:160]
+                m.status = f"failed: {type(err).__name__}: {first}"
+                session.log(f"{label} {spec.variant}: {m.status}")
+                runner.close()
+                continue
+            m.first_loss = prepared.first_loss
+            m.compile_s = prepared.first_s if prepared.compiled else None
+            m.peak_mem_mb = prepared.peak_mb
+            m.notes = prepared.notes
+            if spec.variant.startswith("vmap K=") or " sequential " in spec.variant:
+                m.members = prepared.steps_per_call
+            compiled_step = spec.variant.startswith(("functional", "vmap"))
+            if prepared.compiled and prepared.graphs == 0 and compiled_step:
+                m.status = "failed: no graph was compiled"
+            ready.append((m, runner, prepared.steps_per_call))
+            session.log(f"{label} {spec.variant}: ready ({prepared.first_s:.1f} s first call)")
+        samples: dict[int, list[float]] = {id(m): [] for m, _, _ in ready}
+        for _, runner, _ in ready:
+            runner.reset_graphs()
+        for _ in range(session.repeats):
+            session.monitor.round_begin()
+            for m, runner, _ in ready:
+                samples[id(m)].append(runner.time(session.steps))
+            session.monitor.round_end()
+        for m, runner, per_call in ready:
+            m.ms_per_call = statistics.median(samples[id(m)])
+            m.ms_per_step = m.ms_per_call / per_call
+            # Graphs compiled while timed (in one process: by any variant): should be 0.
+            m.recompiles = runner.graphs() if m.compile_s is not None else None
+            session.log(f"{label} {m.variant}: {m.ms_per_step:.3f} ms/step")
+    finally:
+        for _, runner, _ in ready:
+            runner.close()
+    return out
 
 
 def run_benchmarks(
@@ -145,70 +203,79 @@ def run_benchmarks(
     steps: int | None = None,
     repeats: int | None = None,
     retain_memory: bool = True,
+    threads: int | None = DEFAULT_THREADS,
+    allow_load: bool = False,
+    isolate: bool = False,
+    scaling: bool = False,
+    load_interval_s: float = 1.0,
     log: Callable[[str], None] = print,
 ) -> BenchResult:
     """Run the benchmark; ``quick``: W1 only (unless named), fewer steps.
 
+    Args:
+        workloads: comma-separated names (default: all for the device).
+        variants: names from ``VARIANTS`` (default: all); ``[]`` times none (with
+            ``scaling``: the scaling studies alone).
+        steps, repeats: calls per timed round, rounds (the median round counts).
+        retain_memory: apply ``purestep.core.retain_freed_cpu_memory`` to the process
+            (every worker with ``isolate``) first, for every variant alike.
+        threads: ``torch.set_num_threads`` for the run (restored afterwards); None keeps
+            the current count. Reported, and the load limits are judged against it.
+        allow_load: time even if the machine is busy before the run (the result is then
+            flagged, ``BenchResult.loaded``); by default ``MachineBusy`` (a ``ValueError``)
+            is raised before anything is built.
+        isolate: each variant in a worker process of its own (see
+            ``purestep.bench.isolate``), rounds still interleaved.
+        scaling: add the batch-size (W1) and vmapped-K (W1, W2 when chosen) studies.
+        load_interval_s: how long the load samples before and after the run watch.
+
     Per workload every variant is built and warmed up (compiled) first; then ``repeats``
-    rounds time ``steps`` calls of each variant in turn, and the median round counts. The
-    interleaving keeps slow drifts of the machine (frequency, neighbours) out of the ratios.
-    ``retain_memory`` (default) applies ``purestep.core.retain_freed_cpu_memory`` to the
-    whole process first, for every variant alike (see that function for why).
+    rounds time ``steps`` calls of each variant in turn; the load of other processes is
+    recorded per round.
     """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
     if workloads is None and quick:
         workloads = "W1"
-    chosen: list[Workload] = get_workloads(workloads, dev)
+    chosen = get_workloads(workloads, dev)
     names = list(variants) if variants is not None else list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
-    retained = retain_freed_cpu_memory() if retain_memory and dev.type == "cpu" else False
-    steps = steps or (20 if quick else 50)
-    repeats = repeats or (5 if quick else 11)
-    result = BenchResult(device=_device_line(dev), info=_versions(dev, steps, repeats))
-    result.info["retain_freed_cpu_memory"] = retained
-    for workload in chosen:
-        ready: list[tuple[Measurement, Variant]] = []
-        for name in names:
-            m = Measurement(workload.name, name)
-            result.measurements.append(m)
-            try:
-                variant = VARIANTS[name](workload, dev)
-                if dev.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(dev)
-                counters.clear()
-                first, m.first_loss = _prepare(variant, dev, 3 if variant.compiled else 2)
-                graphs = int(counters["stats"].get("unique_graphs", 0))
-            except Unavailable as why:
-                m.status = f"n/a: {why}"
-                log(f"{workload.name} {name}: {m.status}")
-                continue
-            except Exception as err:  # a failing peer or variant is reported, not fatal
-                m.status = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
-                log(f"{workload.name} {name}: {m.status}")
-                continue
-            m.compile_s = first if variant.compiled else None
-            m.peak_mem_mb = _peak_mb(dev)
-            if variant.compiled and graphs == 0 and name.startswith(("functional", "vmap")):
-                m.status = "failed: no graph was compiled"
-            ready.append((m, variant))
-            log(f"{workload.name} {name}: ready ({first:.1f} s first call)")
-        samples: dict[str, list[float]] = {m.variant: [] for m, _ in ready}
-        counters.clear()
-        for _ in range(repeats):
-            for m, variant in ready:
-                samples[m.variant].append(_time(variant, dev, steps))
-        graphs_after = int(counters["stats"].get("unique_graphs", 0))
-        for m, variant in ready:
-            m.ms_per_call = statistics.median(samples[m.variant])
-            m.ms_per_step = m.ms_per_call / variant.steps_per_call
-            # Graphs compiled during the timed rounds, by any variant: should be 0.
-            m.recompiles = graphs_after if variant.compiled else None
-            log(f"{workload.name} {m.variant}: {m.ms_per_step:.3f} ms/step")
-    result.targets = _targets(result)
+    for n in names:
+        resolve_variant(n)  # unknown names fail here, before anything runs
+    if names and FLOOR not in names:
+        names.insert(0, FLOOR)  # every table is read against the floor of the same run
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        monitor = LoadMonitor(
+            torch.get_num_threads(), allow_load=allow_load, interval_s=load_interval_s
+        )
+        monitor.start()
+        retained = retain_freed_cpu_memory() if retain_memory and dev.type == "cpu" else False
+        steps = steps or (20 if quick else 50)
+        repeats = repeats or (5 if quick else 11)
+        session = Session(
+            dev, torch.get_num_threads(), isolate, retain_memory, monitor, steps, repeats, log
+        )
+        result = BenchResult(device=_device_line(dev), info=_versions(dev, steps, repeats))
+        result.info["retain_freed_cpu_memory"] = retained
+        result.info["isolate"] = isolate
+        if names:
+            for workload in chosen:
+                specs = [Spec(workload.name, n) for n in names]
+                result.measurements += time_group(session, specs, workload.name)
+            result.targets = _targets(result)
+        if scaling:
+            from purestep.bench.scaling import run_scaling
+
+            result.scaling = run_scaling(session, [w.name for w in chosen])
+        monitor.finish()
+        result.load = monitor.report()
+    finally:
+        torch.set_num_threads(previous_threads)
     return result
 
 
@@ -248,6 +315,10 @@ def _versions(dev: torch.device, steps: int, repeats: int) -> dict[str, Any]:
         "timing": (
             "variants interleaved; median over rounds of the mean ms per call; sweeps divide by K"
         ),
+        # Whether "compile s" is a cold compile or served by torch's on-disk caches.
+        "compile_caches": "disabled"
+        if os.environ.get("TORCHINDUCTOR_FORCE_DISABLE_CACHES") == "1"
+        else "enabled (compile s may be a warm-cache figure)",
     }
     try:
         import jax

@@ -5,6 +5,7 @@ step, ``loss()`` reads the last loss (to check that variants agree numerically).
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from torch import nn
 import purestep as ps
 from purestep.bench.workloads import Workload
 
-__all__ = ["VARIANTS", "Unavailable", "Variant"]
+__all__ = ["FLOOR", "VARIANTS", "Unavailable", "Variant", "matmul_shapes", "resolve_variant"]
 
 LR = 1e-3
 K = 8  # models in a vmapped sweep
@@ -113,34 +114,40 @@ def functional(
     return Variant(name, step, lambda: float(holder[1]["loss"]), compiled=compiled)
 
 
-def sweep(workload: Workload, device: torch.device, compiled: bool = False) -> Variant:
+def _member_states(model: nn.Module, opt: Any, k: int) -> list[Any]:
+    """K states of one model: seeds 0..K-1, learning rates LR * (1 + i/K)."""
+    return [
+        ps.TrainState.create(model, opt, seed=i)._replace(
+            opt_state=ps.optim.set_hyperparam(
+                ps.TrainState.create(model, opt).opt_state, "lr", LR * (1 + i / k)
+            )
+        )
+        for i in range(k)
+    ]
+
+
+def sweep(workload: Workload, device: torch.device, compiled: bool = False, k: int = K) -> Variant:
     """K models (different learning rates) trained by one vmapped pure step."""
     model = workload.build().to(device)
     batch = workload.batch(device)
     opt = ps.optim.adam(lr=LR)
-    states = [
-        ps.TrainState.create(model, opt, seed=i)._replace(
-            opt_state=ps.optim.set_hyperparam(
-                ps.TrainState.create(model, opt).opt_state, "lr", LR * (1 + i / K)
-            )
-        )
-        for i in range(K)
-    ]
     vstep = ps.vmap(ps.make_train_step(model, workload.criterion, opt))
     if compiled:
         vstep = ps.compile(vstep)
-    holder: list[Any] = [ps.stack_states(states), None]
+    holder: list[Any] = [ps.stack_states(_member_states(model, opt, k)), None]
 
     def step() -> None:
         holder[0], holder[1] = vstep(holder[0], batch)
 
-    name = f"vmap K={K} sweep " + ("compiled" if compiled else "eager")
+    name = f"vmap K={k} sweep " + ("compiled" if compiled else "eager")
     return Variant(
-        name, step, lambda: float(holder[1]["loss"][0]), steps_per_call=K, compiled=compiled
+        name, step, lambda: float(holder[1]["loss"][0]), steps_per_call=k, compiled=compiled
     )
 
 
-def sequential(workload: Workload, device: torch.device, compiled: bool = False) -> Variant:
+def sequential(
+    workload: Workload, device: torch.device, compiled: bool = False, k: int = K
+) -> Variant:
     """K separate pure steps, one after the other (what the sweep replaces)."""
     model = workload.build().to(device)
     batch = workload.batch(device)
@@ -148,22 +155,76 @@ def sequential(workload: Workload, device: torch.device, compiled: bool = False)
     train_step = ps.make_train_step(model, workload.criterion, opt)
     if compiled:
         train_step = ps.compile(train_step, donate=True)
-    states = [
-        ps.TrainState.create(model, opt, seed=i)._replace(
-            opt_state=ps.optim.set_hyperparam(
-                ps.TrainState.create(model, opt).opt_state, "lr", LR * (1 + i / K)
-            )
-        )
-        for i in range(K)
-    ]
+    states = _member_states(model, opt, k)
     last: list[Any] = [None]
 
     def step() -> None:
-        for i in range(K):
+        for i in range(k):
             states[i], last[0] = train_step(states[i], batch)
 
-    name = f"{K} sequential " + ("compiled (donated)" if compiled else "eager")
-    return Variant(name, step, lambda: float(last[0]["loss"]), steps_per_call=K, compiled=compiled)
+    name = f"{k} sequential " + ("compiled (donated)" if compiled else "eager")
+    return Variant(name, step, lambda: float(last[0]["loss"]), steps_per_call=k, compiled=compiled)
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+
+
+def matmul_shapes(
+    workload: Workload, device: torch.device
+) -> list[tuple[tuple[int, int], tuple[int, int], bool]]:
+    """Per ``nn.Linear`` of the model, in call order: (input rows x in, out x in, whether
+    its input needs a gradient). Read from one forward pass with hooks."""
+    model = workload.build().to(device)
+    inputs = workload.batch(device)[:-1]
+    found: list[tuple[tuple[int, int], tuple[int, int], bool]] = []
+    if any(isinstance(m, _CONVS) for m in model.modules()):
+        raise Unavailable("the floor counts nn.Linear matmuls; this model has convolutions")
+
+    def hook(module: nn.Module, args: tuple[Any, ...], _out: Any) -> None:
+        x = args[0]
+        assert isinstance(module, nn.Linear)
+        rows = x.numel() // x.shape[-1]
+        fan_out, fan_in = module.weight.shape
+        found.append(((rows, fan_in), (fan_out, fan_in), bool(x.requires_grad)))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    try:
+        model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        raise Unavailable("the model has no nn.Linear layers")
+    return found
+
+
+def matmul_floor(workload: Workload, device: torch.device) -> Variant:
+    """The step's matmuls alone, on tensors of the step's shapes: per ``nn.Linear`` the
+    forward ``x @ W.T``, the weight gradient ``g.T @ x`` and, where the layer's input needs
+    one, the input gradient ``g @ W``; written into preallocated outputs. Nothing else of
+    a step (bias, activations, loss, optimizer, Python) is in it: the floor under any
+    implementation that calls the same matmul kernels."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(device)
+
+    # (a, b, out) of every torch.mm(a, b, out=out), with the layouts autograd uses.
+    mms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for (rows, fan_in), (fan_out, _), input_grad in matmul_shapes(workload, device):
+        x, w, grad = rand(rows, fan_in), rand(fan_out, fan_in), rand(rows, fan_out)
+        mms.append((x, w.t(), torch.empty(rows, fan_out, device=device)))  # forward
+        mms.append((grad.t(), x, torch.empty_like(w)))  # weight gradient
+        if input_grad:
+            mms.append((grad, w, torch.empty_like(x)))  # input gradient
+
+    def step() -> None:
+        for a, b, out in mms:
+            torch.mm(a, b, out=out)
+
+    variant = Variant(FLOOR, step, lambda: None)
+    variant.notes.append(f"{len(mms)} matmuls per step")
+    return variant
 
 
 FIT_STEPS = 50  # steps per call of the fit-loop variants: one epoch of this many batches
@@ -347,7 +408,10 @@ def jax_optax(workload: Workload, device: torch.device) -> Variant:
     )
 
 
+FLOOR = "matmul floor (the step's matmuls alone)"
+
 VARIANTS: dict[str, Callable[[Workload, torch.device], Variant]] = {
+    FLOOR: matmul_floor,
     "imperative eager": lambda w, d: imperative(w, d),
     "imperative compiled": lambda w, d: imperative(w, d, compiled=True),
     "functional eager": lambda w, d: functional(w, d),
@@ -370,3 +434,22 @@ VARIANTS: dict[str, Callable[[Workload, torch.device], Variant]] = {
     "torchopt functional Adam": torchopt_functional,
     "JAX + optax jit": jax_optax,
 }
+
+
+_SWEEP_NAME = re.compile(r"vmap K=(\d+) sweep (compiled|eager)")
+_SEQUENTIAL_NAME = re.compile(r"(\d+) sequential (compiled \(donated\)|eager)")
+
+
+def resolve_variant(name: str) -> Callable[[Workload, torch.device], Variant]:
+    """The builder of a variant by name: one of ``VARIANTS``, or a sweep or sequential run
+    with another K (``vmap K=4 sweep compiled``, ``16 sequential eager``)."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    for pattern, builder in ((_SWEEP_NAME, sweep), (_SEQUENTIAL_NAME, sequential)):
+        match = pattern.fullmatch(name)
+        if match is not None:
+            k, compiled = int(match.group(1)), match.group(2) != "eager"
+            if k < 1:
+                raise ValueError(f"variant {name!r}: K must be >= 1")
+            return lambda w, d: builder(w, d, compiled=compiled, k=k)
+    raise ValueError(f"unknown variant {name!r}; choose from {list(VARIANTS)}")

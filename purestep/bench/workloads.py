@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from purestep.models import layernorm_mlp, mlp, resnet8, tiny_lm
 
-__all__ = ["WORKLOADS", "Workload", "get_workloads"]
+__all__ = ["WORKLOADS", "Workload", "get_workloads", "with_batch"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class Workload:
     gpu_only: bool = False
     amp: bool = False
     jax_spec: dict | None = None  # how to build the same net in JAX (MLP-type workloads)
+    # Classification workloads: the per-example input shape, so the batch size can change
+    # (``with_batch``, the scaling runs); None for the others.
+    sample_shape: tuple[int, ...] | None = None
+    batch_size: int | None = None
 
 
 def _classification(
@@ -73,6 +78,8 @@ WORKLOADS: dict[str, Workload] = {
         _classification((64, 784)),
         F.cross_entropy,
         jax_spec={"kind": "mlp", "sizes": [784, 256, 256, 10]},
+        sample_shape=(784,),
+        batch_size=64,
     ),
     "W2": Workload(
         "W2",
@@ -81,6 +88,8 @@ WORKLOADS: dict[str, Workload] = {
         _classification((32, 128)),
         F.cross_entropy,
         jax_spec={"kind": "ln_gelu", "width": 128, "depth": 24, "out": 10},
+        sample_shape=(128,),
+        batch_size=32,
     ),
     "W3": Workload(
         "W3",
@@ -97,6 +106,8 @@ WORKLOADS: dict[str, Workload] = {
         lambda: mlp(1024, (1024, 1024, 1024, 1024), 10),
         _classification((1024, 1024)),
         F.cross_entropy,
+        sample_shape=(1024,),
+        batch_size=1024,
     ),
     "W5": Workload(
         "W5",
@@ -126,3 +137,22 @@ def get_workloads(names: str | None, device: torch.device) -> list[Workload]:
             raise ValueError(f"workloads {skipped} need a CUDA device")
         out = [w for w in out if not w.gpu_only]
     return out
+
+
+def with_batch(workload: Workload, size: int) -> Workload:
+    """``workload`` with another batch size (same model, loss and data recipe); its name
+    says the size (``W1 b256``) unless it is the workload's own."""
+    if workload.sample_shape is None or workload.batch_size is None:
+        raise ValueError(f"workload {workload.name} has no variable batch size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"batch size must be a positive int, got {size!r}")
+    if size == workload.batch_size:
+        return workload
+    base = workload.name.split()[0]
+    return dataclasses.replace(
+        workload,
+        name=f"{base} b{size}",
+        title=f"{workload.title.rsplit(', batch', 1)[0]}, batch {size}",
+        batch=_classification((size, *workload.sample_shape)),
+        batch_size=size,
+    )

@@ -10,13 +10,22 @@ import json
 
 import pytest
 
-from purestep.bench import VARIANTS, run_benchmarks, to_markdown
+from purestep.bench import FLOOR, VARIANTS, run_benchmarks, to_markdown
 from purestep.cli import main
 
 
 @pytest.fixture(scope="module")
 def smoke():
-    return run_benchmarks("W1", "cpu", steps=1, repeats=1, log=lambda line: None)
+    # allow_load: CI machines run other jobs; nothing here depends on the timings.
+    return run_benchmarks(
+        "W1",
+        "cpu",
+        steps=1,
+        repeats=1,
+        allow_load=True,
+        load_interval_s=0.05,
+        log=lambda line: None,
+    )
 
 
 def test_every_variant_runs_or_says_why(smoke):
@@ -26,7 +35,8 @@ def test_every_variant_runs_or_says_why(smoke):
     assert not failed, failed
     assert statuses["functional + CUDA graphs (donated)"].startswith("n/a")  # CPU run
     ran = [m for m in smoke.measurements if m.status == "ok"]
-    assert len(ran) >= 11
+    assert len(ran) >= 12
+    assert smoke.measurements[0].variant == FLOOR  # every table has its floor
 
 
 def test_variants_agree_on_the_first_loss(smoke):
@@ -44,10 +54,12 @@ def test_variants_agree_on_the_first_loss(smoke):
 def test_report_has_ratios_and_compile_counts(smoke):
     text = to_markdown(smoke)
     assert "| imperative eager |" in text and "1.00x" in text
+    assert "| x floor |" in text and "torch threads: 2" in text and "Load: before: load" in text
     compiled = smoke.get("W1", "functional compiled (donated)")
     assert compiled.compile_s > 0 and compiled.recompiles == 0
     assert any(t["workload"] == "W1" for t in smoke.targets)
-    json.dumps(smoke.to_dict())
+    data = json.loads(json.dumps(smoke.to_dict()))
+    assert data["load"]["threads"] == 2 and len(data["load"]["rounds_other_cores"]) == 1
 
 
 def test_cli_bench_errors(capsys):
