@@ -147,3 +147,12 @@ def test_python_dash_m_purestep():
         [sys.executable, "-m", "purestep", "--help"], capture_output=True, text=True, check=True
     )
     assert "train" in out.stdout and "evaluate" in out.stdout
+
+
+def test_cli_parity_infers_in_features_as_training_does(tmp_path, capsys):
+    # The model section leaves in_features to the data (16 blob features): parity builds
+    # the same model training would, not the built-in default width.
+    cfg = SMALL.replace("in_features: 16, ", "")
+    assert "in_features" not in cfg
+    assert main(["parity", "--config", _write(tmp_path, cfg), "--steps", "3"]) == 0
+    assert "PARITY OK: 3 steps bitwise" in capsys.readouterr().out

@@ -1,8 +1,9 @@
 """The ``purestep`` command (also ``python -m purestep``): one module per subcommand.
 
-``train``, ``evaluate``, ``parity``, ``bench``, ``demo``. Exit codes: 0 ok, 1 a training
-failure or a parity divergence, 2 bad input (config, checkpoint, arguments); a run stopped
-by SIGTERM/SIGINT saves a checkpoint and exits 143/130.
+``train``, ``evaluate``, ``predict``, ``check``, ``parity``, ``sweep``, ``tune``, ``bench``,
+``demo``. Exit codes: 0 ok, 1 a training failure or a parity divergence, 2 bad input
+(config, checkpoint, arguments); a run stopped by SIGTERM/SIGINT saves a checkpoint and
+exits 143/130.
 """
 
 from __future__ import annotations

@@ -162,8 +162,11 @@ def _mebibytes(text: str) -> float:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from purestep.train.build import add_import_paths
     from purestep.train.run import evaluate_checkpoint
 
+    # The stored config may name "package.module:function"s importable from here.
+    add_import_paths(Path.cwd())
     try:
         result = evaluate_checkpoint(args.checkpoint, split=args.split, device=args.device)
     except bad_input_types() as err:

@@ -19,7 +19,6 @@ loss, a mismatch) exits 1.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -32,11 +31,10 @@ from torch.func import functional_call
 
 from purestep.core.compile import compile as compile_step
 from purestep.core.step import make_train_step
-from purestep.models import MODELS
 from purestep.parity.compare import COMPILED_ATOL, COMPILED_RTOL
 from purestep.train.build import build_criterion, build_data, infer_task, scale_loss
-from purestep.train.config import Config, ConfigError, config_to_dict, parse_config
-from purestep.train.run import Experiment, build_experiment, parity_run
+from purestep.train.config import Config, ConfigError
+from purestep.train.run import build_experiment, parity_run
 
 __all__ = ["CheckItem", "CheckReport", "check_config"]
 
@@ -93,26 +91,6 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[f
         else:
             close &= bool(torch.equal(x, y))
     return worst, close
-
-
-def _with_inferred_in_features(cfg: Config, exp: Experiment) -> Config:
-    """``cfg`` with the ``model.in_features`` that ``build_experiment`` inferred from the
-    data when the config leaves it out: ``parity_run`` builds its models from the config
-    alone, so without it a built-in model would get its default width."""
-    kwargs = cfg.model.kwargs
-    data = exp.train.data
-    if (
-        cfg.model.name not in MODELS
-        or "in_features" in kwargs
-        or "in_features" not in inspect.signature(MODELS[cfg.model.name]).parameters
-        or not isinstance(data, tuple)
-        or data[0].dim() != 2
-        or not data[0].is_floating_point()
-    ):
-        return cfg
-    raw = config_to_dict(cfg)
-    raw["model"] = {**raw["model"], "in_features": int(data[0].shape[1])}
-    return parse_config(raw)
 
 
 def check_config(
@@ -263,7 +241,7 @@ def check_config(
 
         if parity:
             with item("parity") as detail:
-                result = parity_run(_with_inferred_in_features(cfg, exp), steps=1)
+                result = parity_run(cfg, steps=1)
                 if not result.ok:
                     raise _Failed(result.summary())
                 what = "bitwise" if result.mode == "bitwise" else "within tolerance"

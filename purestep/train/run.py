@@ -55,6 +55,7 @@ from purestep.train.checkpoint import (
 )
 from purestep.train.config import Config, ConfigError, config_to_dict, parse_config
 from purestep.train.distributed.launch import AgreedStop, DataParallelOptions, QuietProgress
+from purestep.train.efficiency import efficiency
 from purestep.train.fit import EarlyStopping, History, evaluate, fit, monitor_mode
 from purestep.train.loggers import (
     MLflowLogger,
@@ -441,7 +442,8 @@ def train_run(
 
     latest, best = checkpointer.pointer("latest"), checkpointer.pointer("best")
     seconds = time.perf_counter() - started
-    lines = [f"done in {seconds:.1f} s: {len(history)} epochs, {int(state.step)} steps"]
+    steps = history.records[-1]["step"] if history.records else int(state.step)
+    lines = [f"done in {seconds:.1f} s: {len(history)} epochs, {steps} steps"]
     monitor = best_monitor or ("val_loss" if has_val else "loss")
     rec = history.records
     if rec:
@@ -521,6 +523,7 @@ def evaluate_checkpoint(
     if data is None:
         raise ConfigError(f"the data {exp.cfg.data.name!r} has no {split!r} split")
     result = evaluate(loaded.state, exp.eval_step, data, exp.metrics)
+    result |= efficiency(exp, loaded.state, data)
     return {"checkpoint": str(loaded.path), "split": split, "examples": data.num_examples, **result}
 
 
@@ -550,7 +553,9 @@ def parity_run(
     parity = cfg.parity
     batches = batches_for_parity(cfg)
     criterion = build_criterion(cfg.loss)
-    build_model(cfg)  # a bad model section is a config error, before the run
+    # The first input lets a built-in model take in_features from the data, as in training.
+    example = batches[0][0][:1] if batches and isinstance(batches[0][0], torch.Tensor) else None
+    build_model(cfg, input_example=example)  # a bad model section is a config error, now
     if distributed.launched():  # under torchrun: the data-parallel step against DDP
         distributed.init_from_env(device=resolve_device(cfg.train.device))
         return _parity_ddp(cfg, batches, criterion, steps=steps, mode=mode, compile=compile)
@@ -561,7 +566,7 @@ def parity_run(
     )
     device = None if cfg.train.device == "auto" else cfg.train.device
     return compare(
-        model=lambda: build_model(cfg),
+        model=lambda: build_model(cfg, input_example=example),
         criterion=criterion,
         torch_optimizer_from_model=lambda model: build_torch_optimizer(cfg.optimizer, model),
         batches=batches,
@@ -615,8 +620,9 @@ def _parity_ddp(
         )
     parity = cfg.parity
     per_epoch = cfg.scheduler is not None and cfg.scheduler.every == "epoch"
+    example = batches[0][0][:1] if batches and isinstance(batches[0][0], torch.Tensor) else None
     return compare_ddp(
-        model=lambda: build_model(cfg),
+        model=lambda: build_model(cfg, input_example=example),
         criterion=criterion,
         torch_optimizer_from_model=lambda model: build_torch_optimizer(cfg.optimizer, model),
         batches=batches,

@@ -189,6 +189,9 @@ def test_evaluate(run, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["split"] == "val" and result["examples"] == 64
     assert {"loss", "accuracy", "f1", "confusion_matrix"} <= set(result)
+    # The efficiency figures tutorials report.
+    assert result["parameters"] == 64 * 16 + 16 + 16 + 1 and result["size_mb"] > 0
+    assert result["latency_ms"] > 0 and result["throughput"] > 0
     best = (out / "checkpoints" / "best").read_text().strip()
     assert result["checkpoint"].endswith(best)
     assert (
