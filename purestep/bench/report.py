@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from purestep.bench.runner import BenchResult, Measurement
+from purestep.bench.runner import BenchResult, Measurement, ratio
 from purestep.bench.scaling import EAGER, SINGLE
 from purestep.bench.variants import FLOOR
 from purestep.bench.workloads import WORKLOADS
@@ -66,9 +66,9 @@ def _header(result: BenchResult) -> list[str]:
 
 
 def _ratio(num: Measurement | None, den: Measurement | None) -> str:
-    if num is None or den is None or num.ms_per_step is None or den.ms_per_step is None:
-        return "—"
-    return f"{num.ms_per_step / den.ms_per_step:.2f}x"
+    """``num``'s time per step over ``den``'s (per-round median when timed together)."""
+    value = ratio(num, den) if num is not None and den is not None else None
+    return "—" if value is None else f"{value:.2f}x"
 
 
 def _variant_table(result: BenchResult, workload: str) -> list[str]:
@@ -152,7 +152,8 @@ def _scaling_tables(scaling: list[Measurement]) -> list[str]:
 
 def to_markdown(result: BenchResult) -> str:
     """One table per workload (ms per training step, the ratio to the imperative eager
-    loop and the multiple of the matmul floor, measured side by side in one run), the
+    loop and the multiple of the matmul floor, measured side by side in one run: the
+    ratios are medians of per-round ratios, see ``purestep.bench.runner.ratio``), the
     targets, and the scaling studies when run; headed by the device, the threads and the
     machine's load before, during and after the run."""
     lines = _header(result)
