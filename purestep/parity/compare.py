@@ -454,39 +454,21 @@ def compare(
         cmp("loss", "", loss.detach(), metrics["loss"])
         for n, b in ref_model.named_buffers():
             cmp("buffers", n, b, state.buffers[n])
-        for n, g in fun_acc.items():
-            cmp("grads", n, grads_before_step.get(n, torch.zeros_like(g)), g)
-        for n in sorted(grads_before_step.keys() - fun_acc.keys()):
-            cmp.missing("grads", f"{n}: a gradient the functional step does not return")
-        match = match_optimizer_state(
-            torch_opt, names, torch_state_view(state.opt_state), initial_view
+        compare_rest_of_step(
+            cmp,
+            report,
+            t,
+            ref_model=ref_model,
+            state=state,
+            ref_grads=grads_before_step,
+            fun_grads=fun_acc,
+            torch_opt=torch_opt,
+            names=names,
+            initial_view=initial_view,
+            ref_key=ref_key,
+            loss_ref=loss,
+            loss_fun=metrics["loss"],
         )
-        for name, ref_value, fun_value in match.pairs:
-            cmp("opt_state", name, ref_value, fun_value)
-        for description in match.unmatched:
-            cmp.missing("opt_state", description)
-        for key, why in match.documented.items():
-            note = f"optimizer-state key {key!r} not compared: {why}"
-            if note not in report.notes:
-                report.notes.append(note)
-        for n, p in ref_model.named_parameters():
-            cmp("params", n, p, state.params[n])
-        if "rng" not in report.info and not torch.equal(ref_key, state.rng):
-            report.notes.append(f"random keys differ after step {t} (different random draws)")
-            report.info["rng"] = "diverged"
-
-        report.records.append(
-            StepRecord(
-                step=t,
-                loss_ref=float(loss.detach()),
-                loss_fun=float(metrics["loss"]),
-                max_abs=cmp.max_abs,
-                max_rel=cmp.max_rel,
-                equal=cmp.divergence is None,
-            )
-        )
-        if cmp.divergence is not None and report.first_divergence is None:
-            report.first_divergence = cmp.divergence
         if forcing == "teacher":
             state = _resync(state, ref_model, torch_opt, torch_sched, ref_key, last)
             fun_acc = {n: grads_before_step.get(n, torch.zeros_like(g)) for n, g in fun_acc.items()}
@@ -546,6 +528,57 @@ def _plateau_step(opt_state: Any, schedule: Any, value: float) -> Any:
             "scheduled(..., reduce_on_plateau(...), every=None), which compare steps with "
             "the metric (as from_torch builds it when optimizer= is not given)"
         ) from err
+
+
+def compare_rest_of_step(
+    cmp: _Comparator,
+    report: ParityReport,
+    t: int,
+    *,
+    ref_model: nn.Module,
+    state: TrainState,
+    ref_grads: Mapping[str, torch.Tensor],
+    fun_grads: Mapping[str, torch.Tensor],
+    torch_opt: torch.optim.Optimizer,
+    names: Mapping[int, str],
+    initial_view: Any,
+    ref_key: torch.Tensor,
+    loss_ref: torch.Tensor,
+    loss_fun: torch.Tensor,
+) -> None:
+    """Step ``t``'s comparisons after the loss and buffers (shared with ``compare_ddp``):
+    gradients, every optimizer-state tensor paired both ways, parameters, the random keys,
+    then the step's record and the first divergence."""
+    for n, g in fun_grads.items():
+        cmp("grads", n, ref_grads.get(n, torch.zeros_like(g)), g)
+    for n in sorted(ref_grads.keys() - fun_grads.keys()):
+        cmp.missing("grads", f"{n}: a gradient the functional step does not return")
+    match = match_optimizer_state(torch_opt, names, torch_state_view(state.opt_state), initial_view)
+    for name, ref_value, fun_value in match.pairs:
+        cmp("opt_state", name, ref_value, fun_value)
+    for description in match.unmatched:
+        cmp.missing("opt_state", description)
+    for key, why in match.documented.items():
+        note = f"optimizer-state key {key!r} not compared: {why}"
+        if note not in report.notes:
+            report.notes.append(note)
+    for n, p in ref_model.named_parameters():
+        cmp("params", n, p, state.params[n])
+    if "rng_keys" not in report.info and not torch.equal(ref_key, state.rng):
+        report.notes.append(f"random keys differ after step {t} (different random draws)")
+        report.info["rng_keys"] = "diverged"
+    report.records.append(
+        StepRecord(
+            step=t,
+            loss_ref=float(loss_ref.detach()),
+            loss_fun=float(loss_fun),
+            max_abs=cmp.max_abs,
+            max_rel=cmp.max_rel,
+            equal=cmp.divergence is None,
+        )
+    )
+    if cmp.divergence is not None and report.first_divergence is None:
+        report.first_divergence = cmp.divergence
 
 
 def _check_args(mode: str, forcing: str, steps: Any, rtol: float, atol: float) -> None:

@@ -42,9 +42,9 @@ from purestep.parity.compare import (
     _make_torch_optimizer,
     _to_device,
     _two_models,
+    compare_rest_of_step,
 )
-from purestep.parity.report import CATEGORIES, Divergence, ParityReport, StepRecord
-from purestep.parity.state_match import match_optimizer_state
+from purestep.parity.report import CATEGORIES, Divergence, ParityReport
 
 if TYPE_CHECKING:
     from purestep.train.distributed.step import DataParallelStep
@@ -247,39 +247,21 @@ def compare_ddp(
                 dist.broadcast(b, src=src, group=group)
         for n, b in ref_buffers.items():
             cmp("buffers", n, b, state.buffers[n])
-        fun_grads = metrics["grads"]
-        for n, g in fun_grads.items():
-            cmp("grads", n, ref_grads.get(n, torch.zeros_like(g)), g)
-        for n in sorted(ref_grads.keys() - fun_grads.keys()):
-            cmp.missing("grads", f"{n}: a gradient the functional step does not return")
-        match = match_optimizer_state(
-            torch_opt, names, torch_state_view(state.opt_state), initial_view
+        compare_rest_of_step(
+            cmp,
+            report,
+            t,
+            ref_model=ref_model,
+            state=state,
+            ref_grads=ref_grads,
+            fun_grads=metrics["grads"],
+            torch_opt=torch_opt,
+            names=names,
+            initial_view=initial_view,
+            ref_key=ref_key,
+            loss_ref=loss,
+            loss_fun=metrics["loss"],
         )
-        for name, ref_value, fun_value in match.pairs:
-            cmp("opt_state", name, ref_value, fun_value)
-        for description in match.unmatched:
-            cmp.missing("opt_state", description)
-        for key, why in match.documented.items():
-            note = f"optimizer-state key {key!r} not compared: {why}"
-            if note not in report.notes:
-                report.notes.append(note)
-        for n, p in ref_model.named_parameters():
-            cmp("params", n, p, state.params[n])
-        if "rng" not in report.info and not torch.equal(ref_key, state.rng):
-            report.notes.append(f"random keys differ after step {t} (different random draws)")
-            report.info["rng_keys"] = "diverged"
-        report.records.append(
-            StepRecord(
-                step=t,
-                loss_ref=float(loss.detach()),
-                loss_fun=float(metrics["loss"]),
-                max_abs=cmp.max_abs,
-                max_rel=cmp.max_rel,
-                equal=cmp.divergence is None,
-            )
-        )
-        if cmp.divergence is not None and report.first_divergence is None:
-            report.first_divergence = cmp.divergence
     if report.steps < steps:
         report.notes.append(f"batches ran out after {report.steps} of {steps} steps")
     return _merge(report, rank, group)
