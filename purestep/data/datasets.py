@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -111,8 +112,18 @@ class DataSplit:
         return len(self.data)  # type: ignore[arg-type]
 
 
+def _from_numpy(value: Any) -> Any:
+    """NumPy arrays become tensors; float64 ones float32, torch's default dtype (what a
+    model's weights are), as data from NumPy/scikit-learn usually is float64."""
+    if isinstance(value, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(value))
+        return t.to(torch.float32) if t.dtype == torch.float64 else t
+    return value
+
+
 def as_split(result: Any, where: str) -> DataSplit | None:
-    """Normalise what a data function returned (see the module docstring)."""
+    """Normalise what a data function returned (see the module docstring): tensors or
+    NumPy arrays (float64 arrays become float32)."""
     if result is None or isinstance(result, DataSplit):
         return result
     if isinstance(result, Dataset):
@@ -122,7 +133,8 @@ def as_split(result: Any, where: str) -> DataSplit | None:
     if isinstance(result, tuple | list) and len(result) == 2:
         inputs, targets = result
         parts = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
-        tensors = (*parts, targets)
+        tensors = tuple(_from_numpy(t) for t in (*parts, targets))
+        targets = tensors[-1]
         for i, t in enumerate(tensors):
             if not isinstance(t, torch.Tensor):
                 what = "targets" if i == len(tensors) - 1 else f"inputs[{i}]"

@@ -276,3 +276,18 @@ def test_csv_loader(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=match):
             build_data(cfg(data={**data, "batch_size": 4, **patch}).data, "train")
+
+
+def test_numpy_data_is_accepted(user_module):
+    name = user_module(
+        """
+        import numpy as np
+        def data(split, seed):
+            rng = np.random.default_rng(seed)
+            x = rng.normal(size=(12, 3))          # float64, as NumPy and scikit-learn give
+            return x, (x[:, 0] > 0).astype(np.int64)
+        """
+    )
+    split = build_data(cfg(data={"name": f"{name}:data", "batch_size": 4}).data, "train")
+    x, y = split.data
+    assert x.dtype == torch.float32 and y.dtype == torch.int64 and x.shape == (12, 3)
