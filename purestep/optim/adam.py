@@ -168,7 +168,10 @@ def adam(
                 max_sqs[k] = second
             else:
                 second = exp_avg_sq
-            denom = (second.sqrt() / bias_correction2_sqrt).add_(eps_)
+            if eager:  # in place on the fresh sqrt: the same kernels, one buffer fewer
+                denom = second.sqrt().div_(cast(float, bias_correction2_sqrt)).add_(eps_)
+            else:
+                denom = (second.sqrt() / bias_correction2_sqrt).add_(eps_)
             if not eager:
                 new_params[k] = ops.addcdiv(p, exp_avg, denom, value=-step_size)
             elif fresh_p:
