@@ -82,9 +82,10 @@ def functional(
     donate: bool = False,
     foreach: bool = False,
     cpp_wrapper: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> Variant:
     """The pure step, eager or ``purestep.compile``d (optionally with CUDA graphs);
-    ``foreach``: Adam's multi-tensor eager fast mode."""
+    ``foreach``: Adam's multi-tensor eager fast mode; ``options``: inductor options."""
     if cudagraphs and device.type != "cuda":
         raise Unavailable("CUDA graphs need a CUDA device")
     model = workload.build().to(device)
@@ -93,8 +94,10 @@ def functional(
     autocast = torch.bfloat16 if workload.amp and device.type == "cuda" else None
     train_step = ps.make_train_step(model, workload.criterion, opt, autocast=autocast)
     if compiled:
-        options = {"cpp_wrapper": True} if cpp_wrapper else None
-        train_step = ps.compile(train_step, cudagraphs=cudagraphs, donate=donate, options=options)
+        inductor = {**(options or {}), **({"cpp_wrapper": True} if cpp_wrapper else {})}
+        train_step = ps.compile(
+            train_step, cudagraphs=cudagraphs, donate=donate, options=inductor or None
+        )
     holder: list[Any] = [ps.TrainState.create(model, opt, seed=0), None]
 
     def step() -> None:

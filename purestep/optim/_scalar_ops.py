@@ -121,22 +121,25 @@ def once(*scalars: Scalar) -> tuple[Scalar, ...]:
     uses it: on W1 the Adam kernel of a 200k-element weight spent most of its ~1 ms in
     ``std::pow``/``sqrt``/float64 division per element. Under ``torch.compile`` the tensor
     scalars are stacked and passed through an op inductor cannot look into, so it keeps
-    them in a buffer that the update kernels just load: ``segment_reduce`` with segments
-    of length one (an exact copy, each output the sum of one element; a C++ extern kernel),
-    or, for vmapped (batched) scalars, which ``segment_reduce`` has no batching rule for,
-    the custom op ``purestep::keep``. Python numbers and eager tensors pass through.
+    them in a buffer that the update kernels just load. Each scalar becomes the maximum of
+    itself and itself (an exact copy, signed zeros and NaN included): a reduction to a 0-d
+    tensor, which inductor always computes into a buffer of its own (inside the small
+    kernel that computes the scalars; an extern ``segment_reduce`` did the same at ~15 us
+    per call in validation and dispatch). Vmapped (batched) scalars reduce to a K-vector,
+    which inductor would unroll back into its consumers, so they go through the custom op
+    ``purestep::keep`` instead. Python numbers and eager tensors pass through.
     """
     found = [(i, x) for i, x in enumerate(scalars) if isinstance(x, torch.Tensor)]
     if not found or not torch.compiler.is_compiling():
         return scalars
-    dtype, device = found[0][1].dtype, found[0][1].device
-    stacked = torch.stack([x.to(dtype).reshape(()) for _, x in found])
-    if any(is_batched(x) for _, x in found):
-        kept = _keep(stacked)
-    else:
-        lengths = torch.ones(len(found), dtype=torch.int64, device=device)
-        kept = torch.segment_reduce(stacked, "sum", lengths=lengths)
     out = list(scalars)
-    for j, (i, _) in enumerate(found):
-        out[i] = kept[j]
+    if any(is_batched(x) for _, x in found):
+        dtype = found[0][1].dtype
+        kept = _keep(torch.stack([x.to(dtype).reshape(()) for _, x in found]))
+        for j, (i, _) in enumerate(found):
+            out[i] = kept[j]
+        return tuple(out)
+    for i, x in found:
+        scalar = x.reshape(())
+        out[i] = torch.stack([scalar, scalar]).amax()
     return tuple(out)
