@@ -119,14 +119,14 @@ def once(*scalars: Scalar) -> tuple[Scalar, ...]:
 
     Inductor inlines a chain of scalar ops into every element's loop of every kernel that
     uses it: on W1 the Adam kernel of a 200k-element weight spent most of its ~1 ms in
-    ``std::pow``/``sqrt``/float64 division per element. Under ``torch.compile`` the tensor
-    scalars are stacked and passed through an op inductor cannot look into, so it keeps
-    them in a buffer that the update kernels just load. Each scalar becomes the maximum of
-    itself and itself (an exact copy, signed zeros and NaN included): a reduction to a 0-d
-    tensor, which inductor always computes into a buffer of its own (inside the small
-    kernel that computes the scalars; an extern ``segment_reduce`` did the same at ~15 us
-    per call in validation and dispatch). Vmapped (batched) scalars reduce to a K-vector,
-    which inductor would unroll back into its consumers, so they go through the custom op
+    ``std::pow``/``sqrt``/float64 division per element. Under ``torch.compile`` each
+    tensor scalar becomes the maximum of itself and itself (an exact copy, signed zeros
+    included; a NaN stays a NaN), a reduction to a 0-d tensor, which inductor always
+    computes into a buffer of its own (in the small kernel that computes the scalars; an
+    extern ``segment_reduce`` did the same at ~15 us per call in validation and dispatch);
+    the update kernels just load it. Vmapped (batched) scalars would reduce to a K-vector,
+    which inductor unrolls back into its consumers, so they are stacked and passed through
+    the opaque custom op
     ``purestep::keep`` instead. Python numbers and eager tensors pass through.
     """
     found = [(i, x) for i, x in enumerate(scalars) if isinstance(x, torch.Tensor)]
