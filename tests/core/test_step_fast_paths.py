@@ -146,3 +146,29 @@ def test_detach_walks_containers_like_tree_map():
     assert not out[2].a.requires_grad
     assert out[1]["k"][1:] == [None, 4.0] and out[2].b == "s" and out[3] == ()
     assert torch.equal(out[2].a, torch.full((2,), 4.0))
+
+
+def test_vmapped_step_checks_a_state_once_it_returned_it(monkeypatch):
+    model = nn.Sequential(nn.Linear(3, 2))
+    opt = ps.optim.sgd(lr=0.1)
+    step = ps.make_train_step(model, nn.MSELoss(), opt)
+    vstep = ps.vmap(step)
+    checked: list[int] = []
+    real = step.check_state
+    monkeypatch.setattr(step, "check_state", lambda s: (checked.append(1), real(s)))
+    states = [ps.TrainState.create(model, opt, seed=i) for i in range(3)]
+    stacked = ps.stack_states(states)
+    batch = (torch.randn(4, 3), torch.randn(4, 2))
+    out, _ = vstep(stacked, batch)
+    out, _ = vstep(out, batch)  # its own output: not re-checked
+    assert checked == [1]
+    last = out
+    # A state it did not return is checked, and a bad one refused before any math.
+    bad = out._replace(params={**out.params, "0.weight": torch.zeros(3, 2, 2)})
+    with pytest.raises(ValueError, match=r"state.params\['0.weight'\] has shape \(2, 2\)"):
+        vstep(bad, batch)
+    assert checked == [1, 1]
+    # The skip changes no result: a fresh vmapped step (which checks) gives the same bits.
+    fresh = ps.vmap(ps.make_train_step(model, nn.MSELoss(), opt))
+    assert vstep._last_output is last
+    assert tree_bitwise_equal(vstep(last, batch), fresh(last, batch))
