@@ -53,6 +53,7 @@ class LoadMonitor:
         self.rounds: list[float] = []  # other processes' cores during each timed round
         self.steal: list[float] = []
         self.busy_during: dict[str, float] = {}  # command -> most cores seen in a round
+        self.speed: list[dict[str, Any]] = []  # per group: the floor's rounds, those kept
         self._snapshot: CpuSnapshot | None = None
 
     def start(self) -> LoadSample:
@@ -99,6 +100,18 @@ class LoadMonitor:
         for b in use.busy:
             self.busy_during[b.command] = max(self.busy_during.get(b.command, 0.0), b.cores)
 
+    def note_speed(self, label: str, floor: list[float] | None, kept: list[int]) -> None:
+        """Record a group's floor per round and the full-speed rounds that were kept."""
+        if floor:
+            self.speed.append(
+                {
+                    "group": label,
+                    "floor_ms": [round(f, 4) for f in floor],
+                    "kept": kept,
+                    "rounds": len(floor),
+                }
+            )
+
     def finish(self) -> LoadSample:
         self.after = sample_load(self.interval_s)
         return self.after
@@ -112,6 +125,17 @@ class LoadMonitor:
                 out.append(f"other processes averaged {mean:.2f} cores during the timed rounds")
             if worst >= self.spare + OTHER_MARGIN:
                 out.append(f"other processes used {worst:.2f} cores in one timed round")
+        varied = [
+            g["group"]
+            for g in self.speed
+            if len(g["kept"]) == g["rounds"] and max(g["floor_ms"]) > 1.25 * min(g["floor_ms"])
+        ]
+        if varied:
+            out.append(
+                "the machine's speed varied in most rounds of "
+                + ", ".join(varied)
+                + " (the matmul floor per round)"
+            )
         if self.after is not None and self.after.loadavg[0] >= self.cores + LOAD_MARGIN:
             out.append(
                 f"1-minute load {self.after.loadavg[0]:.2f} after the run "
@@ -136,6 +160,7 @@ class LoadMonitor:
             "rounds_max_other_cores": max(self.rounds) if self.rounds else None,
             "rounds_max_steal_cores": max(self.steal) if self.steal else None,
             "busy_during": [{"command": c, "cores": v} for c, v in busy[:5]],
+            "speed": self.speed,
             "problems": self.problems(),
             "allowed": self.allow_load,
         }

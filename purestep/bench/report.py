@@ -28,6 +28,18 @@ def _load_lines(load: dict[str, Any]) -> list[str]:
             f", max {load['rounds_max_other_cores']:.2f} cores "
             f"({load['cores']} cores, the benchmark uses {load['threads']} threads)."
         )
+    speed = load.get("speed") or []
+    if speed:
+        lines.append(
+            "Machine speed (the matmul floor, timed in every round): rounds at full speed "
+            "(floor within 1.25x of the group's best), which alone count: "
+            + "; ".join(
+                f"{g['group']} {len(g['kept'])}/{g['rounds']} "
+                f"(floor {min(g['floor_ms']):.3f}-{max(g['floor_ms']):.3f} ms)"
+                for g in speed
+            )
+            + "."
+        )
     if load.get("problems"):
         lines.append(
             "**LOADED MACHINE: these timings are not trustworthy** ("

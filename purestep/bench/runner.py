@@ -26,7 +26,15 @@ from purestep.bench.variants import FLOOR, VARIANTS, K, Unavailable, resolve_var
 from purestep.bench.workloads import get_workloads
 from purestep.core.allocator import retain_freed_cpu_memory
 
-__all__ = ["DEFAULT_THREADS", "TARGETS", "BenchResult", "Measurement", "ratio", "run_benchmarks"]
+__all__ = [
+    "DEFAULT_THREADS",
+    "TARGETS",
+    "BenchResult",
+    "Measurement",
+    "full_speed_rounds",
+    "ratio",
+    "run_benchmarks",
+]
 
 DEFAULT_THREADS = 2
 
@@ -152,11 +160,31 @@ class Session:
         return InProcess(spec, self.device)
 
 
+SLOW_ROUND = 1.25  # a round whose floor took this many times the best round's is slow
+
+
+def full_speed_rounds(floor: Sequence[float]) -> list[int]:
+    """The rounds in which the machine ran at full speed, judged by the matmul floor.
+
+    The floor is the same work in every round, so it measures the machine: on a shared VM
+    whole rounds run up to 2x slower (a neighbour on the host; invisible from inside, no
+    load, no steal), and they slow torch's 2-thread kernels more than JAX's, so they
+    would skew ratios too. Rounds whose floor took more than ``SLOW_ROUND`` times the
+    best round's are left out, unless that leaves fewer than a third of the rounds (or 3),
+    when all count and the report says the speed varied throughout."""
+    best = min(floor)
+    kept = [i for i, f in enumerate(floor) if f <= SLOW_ROUND * best]
+    if len(kept) < max(3, len(floor) // 3):
+        return list(range(len(floor)))
+    return kept
+
+
 def time_group(session: Session, specs: Sequence[Spec], label: str) -> list[Measurement]:
     """Build and warm up each spec, then time them all in interleaved rounds.
 
     A variant that cannot run here (``Unavailable``) or fails is reported with its
-    status, never raised: the rest of the group is still timed."""
+    status, never raised: the rest of the group is still timed. With the matmul floor in
+    the group, only full-speed rounds count (``full_speed_rounds``)."""
     out: list[Measurement] = []
     ready: list[tuple[Measurement, Runner, int]] = []
     try:
@@ -196,10 +224,14 @@ def time_group(session: Session, specs: Sequence[Spec], label: str) -> list[Meas
             for m, runner, _ in ready:
                 samples[id(m)].append(runner.time(session.steps))
             session.monitor.round_end()
+        floor = next((samples[id(m)] for m, _, _ in ready if m.variant == FLOOR), None)
+        kept = full_speed_rounds(floor) if floor else list(range(session.repeats))
+        session.monitor.note_speed(label, floor, kept)
         for m, runner, per_call in ready:
-            m.ms_per_call = statistics.median(samples[id(m)])
+            timed = [samples[id(m)][i] for i in kept]
+            m.ms_per_call = statistics.median(timed)
             m.ms_per_step = m.ms_per_call / per_call
-            m.round_ms = [ms / per_call for ms in samples[id(m)]]
+            m.round_ms = [ms / per_call for ms in timed]
             # Graphs compiled while timed (in one process: by any variant): should be 0.
             m.recompiles = runner.graphs() if m.compile_s is not None else None
             session.log(f"{label} {m.variant}: {m.ms_per_step:.3f} ms/step")

@@ -4,7 +4,9 @@ step, ``loss()`` reads the last loss (to check that variants agree numerically).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,8 +44,6 @@ class Variant:
 def _autocast(workload: Workload, device: torch.device) -> Any:
     if workload.amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    import contextlib
-
     return contextlib.nullcontext()
 
 
@@ -260,10 +260,16 @@ def fit_loop(workload: Workload, device: torch.device) -> Variant:
     logger = TensorBoardLogger(tempfile.mkdtemp(prefix="purestep-bench-tb-"))
     holder: list[Any] = [state, None]
 
+    sink = io.StringIO()
+
     def call() -> None:
-        holder[0], holder[1] = fit(
-            holder[0], step, epoch, epochs=1, metrics=metrics, log_every=10, loggers=[logger]
-        )
+        # fit prints one line per epoch on stdout: keep it out of the report
+        with contextlib.redirect_stdout(sink):
+            holder[0], holder[1] = fit(
+                holder[0], step, epoch, epochs=1, metrics=metrics, log_every=10, loggers=[logger]
+            )
+        sink.seek(0)
+        sink.truncate()
 
     return Variant(
         "fit loop (compiled, metrics + logging)",

@@ -215,3 +215,59 @@ _INFO = {
     "repeats": 1,
     "steps_per_repeat": 1,
 }
+
+
+def test_full_speed_rounds_leave_out_slow_phases():
+    from purestep.bench.runner import full_speed_rounds
+
+    # rounds 2-4 ran in a slow phase of the VM: left out
+    assert full_speed_rounds([0.55, 0.57, 0.94, 0.98, 1.07, 0.60, 0.55]) == [0, 1, 5, 6]
+    # slow almost throughout: every round counts (and the monitor flags the run)
+    assert full_speed_rounds([0.5, 1.0, 1.0, 1.1, 1.0, 0.9]) == [0, 1, 2, 3, 4, 5]
+    assert full_speed_rounds([0.5]) == [0]
+
+
+def test_slow_rounds_are_left_out_of_the_figures_and_reported(monkeypatch):
+    from purestep.bench import runner
+    from purestep.bench.monitor import LoadMonitor
+
+    class Fake:
+        """A runner whose time per call follows a script of rounds."""
+
+        def __init__(self, spec, times):
+            self.spec, self.times = spec, iter(times)
+
+        def prepare(self):
+            from purestep.bench.timing import Prepared
+
+            return Prepared(0.0, None, 0, 1.0, False, 1)
+
+        def time(self, steps):
+            return next(self.times)
+
+        def reset_graphs(self):
+            pass
+
+        def graphs(self):
+            return 0
+
+        def close(self):
+            pass
+
+    script = {FLOOR: [0.5, 1.0, 0.5, 0.5], "imperative eager": [1.5, 2.0, 1.5, 1.6]}
+    session = runner.Session(
+        CPU, 2, False, True, LoadMonitor(2, allow_load=True, interval_s=0.01), 1, 4
+    )
+    monkeypatch.setattr(session, "runner", lambda spec: Fake(spec, script[spec.variant]))
+    floor, eager = runner.time_group(
+        session, [runner.Spec("W1", FLOOR), runner.Spec("W1", "imperative eager")], "W1"
+    )
+    assert eager.round_ms == [1.5, 1.5, 1.6] and eager.ms_per_step == 1.5
+    assert runner.ratio(eager, floor) == 3.0
+    assert session.monitor.speed == [
+        {"group": "W1", "floor_ms": [0.5, 1.0, 0.5, 0.5], "kept": [0, 2, 3], "rounds": 4}
+    ]
+    assert session.monitor.problems() == []
+    result = BenchResult(device="cpu", info=_INFO, measurements=[floor, eager])
+    result.load = session.monitor.report()
+    assert "W1 3/4 (floor 0.500-1.000 ms)" in to_markdown(result)
