@@ -30,6 +30,7 @@ from torch import nn
 
 from purestep._io import write_atomic
 from purestep.core.compile import compile as compile_step
+from purestep.core.compile_cache import load_compile_cache, save_compile_cache
 from purestep.core.state import TrainState
 from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
 from purestep.data.batching import Batches
@@ -379,12 +380,27 @@ def train_run(
         should_stop = AgreedStop(should_stop, options.stop_every)
 
     records: list[dict[str, Any]] = list(loop.history) if loop is not None else []
+    # A compiled run keeps its compile caches beside its checkpoints, so a resume on a
+    # fresh machine (or after the caches were cleaned) skips inductor's code generation.
+    cache_file = out / "compile_cache.zip"
+    compiled = exp.train_step.compiled
+    if compiled and source is not None:
+        loaded = load_compile_cache(cache_file)
+        print_fn(
+            f"compile cache: {loaded.kernels} kernels from {cache_file}"
+            if loaded
+            else f"compile cache: not used ({loaded.reason})"
+        )
+    cache_saved = [False]
 
     def on_epoch_end(record: dict[str, Any], state: TrainState) -> None:
         del state
         records.append(record)
         if cfg.log.csv and ctx.is_main:  # after every epoch: a killed run keeps its history
             write_history(records, out)
+        if compiled and ctx.is_main and not cache_saved[0]:  # once both steps have compiled
+            cache_saved[0] = True
+            save_compile_cache(cache_file)
 
     es = cfg.early_stopping
     early = (

@@ -360,3 +360,24 @@ def test_resumed_run_continues_its_mlflow_run(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}")
     steps = [m.step for m in client.get_metric_history(run_id, "val_loss")]
     assert steps == [6, 12]
+
+
+def test_compiled_run_keeps_its_compile_cache_for_a_resume(tmp_path, capsys):
+    text = CONFIG.replace("compile: false", "compile: true")
+    cfg = _write(tmp_path, text)
+    out = tmp_path / "o"
+    assert main(["train", "--config", cfg, "--out", str(out), "--epochs", "1", "--no-plots"]) == 0
+    cache = out / "compile_cache.zip"
+    assert cache.stat().st_size > 0
+    import zipfile
+
+    assert "artifacts.bin" in zipfile.ZipFile(cache).namelist()
+    capsys.readouterr()
+    assert (
+        main(
+            ["train", "--config", cfg, "--out", str(out), "--resume", "--epochs", "2", "--no-plots"]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert f"kernels from {cache}" in text, text
