@@ -134,7 +134,7 @@ def test_cli_arguments_are_validated(argv):
 
 
 def test_bench_variant_names_may_hold_commas():
-    from purestep.cli.bench import variant_names as _names
+    from purestep.bench.command import variant_names as _names
 
     assert _names("functional compiled (donated, C++ wrapper),imperative eager") == [
         "functional compiled (donated, C++ wrapper)",
