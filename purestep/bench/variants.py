@@ -230,7 +230,7 @@ def matmul_floor(workload: Workload, device: torch.device) -> Variant:
     return variant
 
 
-FIT_STEPS = 50  # steps per call of the fit-loop variants: one epoch of this many batches
+FIT_STEPS = 100  # steps per call of the fit-loop variants: one epoch of this many batches
 
 
 def _metric_step(workload: Workload, device: torch.device) -> tuple[Any, Any, Any, Any]:
@@ -250,7 +250,8 @@ def _metric_step(workload: Workload, device: torch.device) -> tuple[Any, Any, An
 
 def fit_loop(workload: Workload, device: torch.device) -> Variant:
     """``ps.fit`` over an epoch of ``FIT_STEPS`` batches: metrics accumulated on the device,
-    the running loss read every 10 steps, TensorBoard scalars, a History; no checkpoints."""
+    the running loss read every 50 steps (the default), TensorBoard scalars, a History; no
+    checkpoints."""
     import tempfile
 
     from purestep.train.fit import fit
@@ -266,7 +267,7 @@ def fit_loop(workload: Workload, device: torch.device) -> Variant:
         # fit prints one line per epoch on stdout: keep it out of the report
         with contextlib.redirect_stdout(sink):
             holder[0], holder[1] = fit(
-                holder[0], step, epoch, epochs=1, metrics=metrics, log_every=10, loggers=[logger]
+                holder[0], step, epoch, epochs=1, metrics=metrics, loggers=[logger]
             )
         sink.seek(0)
         sink.truncate()

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import torch
 
+from purestep._io import write_atomic
+
 __all__ = ["CacheLoad", "inductor_cache_dir", "load_compile_cache", "save_compile_cache"]
 
 FORMAT = 1
@@ -104,16 +106,7 @@ def _versions() -> dict[str, str]:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
 
 
 def save_compile_cache(path: str | os.PathLike[str]) -> int:

@@ -33,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from purestep._compat import pytree as _pt
+from purestep._io import fsync_dir
 from purestep.core.rng import rng_key
 from purestep.core.state import TrainState, check_not_donated
 from purestep.core.step import TrainStep
@@ -327,21 +328,7 @@ def save_state(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(target.parent)
 
 
 def _open(path: str | os.PathLike[str]) -> Any:

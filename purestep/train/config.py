@@ -210,7 +210,7 @@ class TrainConfig(_Section):
     clip_grad_norm: Annotated[float, BeforeValidator(_no_bool), Field(gt=0)] | None = None
     accumulation_steps: PositiveInt = 1
     nan_policy: Literal["raise", "skip", "stop"] = "raise"
-    log_every: PositiveInt = 10
+    log_every: PositiveInt = 50
 
 
 class EarlyStoppingConfig(_Section):

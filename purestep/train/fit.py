@@ -124,6 +124,9 @@ class History:
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
+    # The common case first: a tuple of tensors already there (Batches puts them there).
+    if type(batch) is tuple and all(type(b) is torch.Tensor and b.device == device for b in batch):
+        return batch
     if isinstance(batch, torch.Tensor):
         return batch if batch.device == device else batch.to(device)
     if isinstance(batch, tuple | list):
@@ -232,7 +235,7 @@ def fit(
     best_mode: str | None = None,
     resume: LoopState | None = None,
     nan_policy: str = "raise",
-    log_every: int = 10,
+    log_every: int = 50,
     loss_scale: float = 1.0,
     progress: Progress | bool | None = False,
     loggers: Sequence[Logger] = (),

@@ -51,13 +51,17 @@ def _final(out: Path) -> tuple[str, str, list[dict]]:
     return name, meta["sha256"]["state.safetensors"], history
 
 
-def _wait_for_training(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def _wait_for_training(
+    proc: subprocess.Popen,
+    timeout: float = 60.0,
+    until: tuple[str, ...] | str = ("device:", "resuming", "no checkpoint"),
+) -> None:
     """Read the child's output until it has started training (its 'device:' line)."""
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
-        if not line or line.startswith(("device:", "resuming", "no checkpoint")):
+        if not line or line.lstrip().startswith(until):
             return
     raise AssertionError("the run did not start")
 
@@ -101,7 +105,12 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise(tmp_path):
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_and_exits_with_the_conventional_code(tmp_path, sig, code):
     config = tmp_path / "cfg.yaml"
-    config.write_text(CONFIG.replace("every_steps: 1", "every_steps: 1000"))
+    # long enough that the signal lands mid-run on any machine (4 epochs take 0.2 s)
+    long_run = CONFIG.replace("every_steps: 1,", "every_steps: 1000,")
+    long_run = long_run.replace("epochs: 4,", "epochs: 60,").replace(
+        "patience: 10", "patience: 100"
+    )
+    config.write_text(long_run)
     out = tmp_path / "out"
     proc = subprocess.Popen(
         _cmd(config, out),
@@ -110,8 +119,7 @@ def test_signal_saves_and_exits_with_the_conventional_code(tmp_path, sig, code):
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    _wait_for_training(proc)
-    time.sleep(0.5)
+    _wait_for_training(proc, until="epoch 1/")
     proc.send_signal(sig)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == code, output

@@ -25,6 +25,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
+STORE_TIMEOUT_S = 180
 
 
 def free_port() -> int:
@@ -41,7 +42,15 @@ def _child(rank: int, fn: Callable[..., Any], world: int, port: int, out: str, a
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
     )
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    # A file store, not a TCP port picked in advance (another process may take it), and a
+    # generous timeout: a CI machine shared with other jobs can stall a rank for a while.
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{out}/.store",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=STORE_TIMEOUT_S),
+    )
     try:
         fn(rank, world, Path(out), *args)
     finally:
@@ -63,7 +72,13 @@ def spawn(
         start_method="spawn",
     )
     deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=1.0):
+    while True:
+        try:
+            if ctx.join(timeout=1.0):
+                break
+        except Exception as err:  # a rank failed: its last traceback line in the summary
+            lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+            pytest.fail(f"{lines[-1] if lines else type(err).__name__} ({err})")
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
