@@ -213,6 +213,31 @@ def infer_task(cfg: Config) -> str | None:
     return metric_task(cfg.loss.name) if cfg.loss.name in LOSSES else None
 
 
+def task_from_targets(data: tuple[torch.Tensor, ...] | Any) -> str | None:
+    """The metric task a user's loss leaves open, read off the training targets: integer
+    class indices (what ``cross_entropy`` takes) mean ``multiclass``; float targets could be
+    a regression or 0/1 labels, so they decide nothing (None)."""
+    if isinstance(data, tuple):
+        target = data[-1]
+    else:
+        try:
+            first = data[0]
+        except (TypeError, IndexError, KeyError):
+            return None
+        target = first[-1] if isinstance(first, tuple | list) and len(first) >= 2 else None
+    if isinstance(target, int) and not isinstance(target, bool):
+        return "multiclass"
+    if isinstance(target, torch.Tensor) and target.dtype in (
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.uint8,
+    ):
+        return "multiclass"
+    return None
+
+
 def build_model(cfg: Config, *, input_example: torch.Tensor | None = None) -> nn.Module:
     """The model the config names. A built-in model whose ``in_features`` the config leaves
     out takes it from the data (``input_example``: one batch's first input)."""

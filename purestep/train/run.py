@@ -45,6 +45,7 @@ from purestep.train.build import (
     infer_task,
     resolve_device,
     scale_loss,
+    task_from_targets,
 )
 from purestep.train.checkpoint import (
     Checkpoint,
@@ -136,9 +137,11 @@ def build_experiment(
     criterion = build_criterion(cfg.loss)
     metrics = None
     if cfg.metrics:
+        task = task or task_from_targets(train.data)
         if task is None:
             raise ConfigError(
-                f"metrics: the loss {cfg.loss.name!r} does not say what task this is; "
+                f"metrics: the loss {cfg.loss.name!r} does not say what task this is and "
+                "the float targets could be labels or values; "
                 "set task: binary, multiclass or regression"
             )
         scale = shift = None
@@ -450,13 +453,21 @@ def train_run(
         if history.records:
             plot_history(history.records, out / "plots")
 
-    test = None
-    if exp.test_data is not None:
-        test = evaluate(state, exp.eval_step, exp.test_data, exp.metrics)
-        if ctx.is_main:
-            write_atomic(out / "test_metrics.json", (_json(test) + "\n").encode())
-
     latest, best = checkpointer.pointer("latest"), checkpointer.pointer("best")
+    test = None
+    tested = latest.name if latest else "the final weights"
+    if exp.test_data is not None:
+        # The test split measures the best checkpoint's weights (the model a user keeps),
+        # as a tutorial reloads its best model before testing.
+        weights = state
+        if best is not None and best != latest:
+            weights = load_checkpoint(best, exp.train_step).state.to(exp.device)
+            tested = best.name
+        test = evaluate(weights, exp.eval_step, exp.test_data, exp.metrics)
+        if ctx.is_main:
+            record = {"checkpoint": tested, **test}
+            write_atomic(out / "test_metrics.json", (_json(record) + "\n").encode())
+
     seconds = time.perf_counter() - started
     steps = history.records[-1]["step"] if history.records else int(state.step)
     lines = [f"done in {seconds:.1f} s: {len(history)} epochs, {steps} steps"]
@@ -475,7 +486,8 @@ def train_run(
             )
     if test is not None:
         lines.append(
-            "test: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, float))
+            f"test ({tested}): "
+            + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, float))
         )
     lines.append(
         f"checkpoints: {ckpt_dir} (latest {latest.name if latest else '-'}, "

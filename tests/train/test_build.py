@@ -18,6 +18,7 @@ from purestep.train.build import (
     build_torch_optimizer,
     build_torch_scheduler,
     infer_task,
+    task_from_targets,
 )
 from purestep.train.config import ConfigError, parse_config
 
@@ -291,3 +292,44 @@ def test_numpy_data_is_accepted(user_module):
     split = build_data(cfg(data={"name": f"{name}:data", "batch_size": 4}).data, "train")
     x, y = split.data
     assert x.dtype == torch.float32 and y.dtype == torch.int64 and x.shape == (12, 3)
+
+
+def test_task_from_a_user_loss_reads_the_targets(user_module):
+    """A user's loss names no task: integer targets (class indices) mean multiclass; float
+    targets could be labels or values, so the run asks for ``task`` (a config error)."""
+    from torch.utils.data import TensorDataset
+
+    x = torch.randn(6, 3)
+    assert task_from_targets((x, torch.tensor([0, 2, 1, 0, 1, 2]))) == "multiclass"
+    assert task_from_targets(TensorDataset(x, torch.tensor([0, 1, 1, 0, 1, 1]))) == "multiclass"
+    assert task_from_targets((x, torch.rand(6))) is None
+    assert task_from_targets([(x[0], 3)]) == "multiclass"
+    assert task_from_targets([(x[0], True)]) is None
+    from purestep.train.run import build_experiment
+
+    name = user_module(
+        """
+        import torch
+        def data(split, seed, floats=False):
+            g = torch.Generator().manual_seed(seed)
+            x = torch.randn(32, 16, generator=g)
+            y = torch.randint(0, 4, (32,), generator=g)
+            return x, (y.float() if floats else y)
+        def loss(outputs, targets):
+            return torch.nn.functional.cross_entropy(outputs, targets.long())
+        """
+    )
+    c = cfg(
+        data={"name": f"{name}:data", "batch_size": 8},
+        loss=f"{name}:loss",
+        metrics=["accuracy"],
+    )
+    exp = build_experiment(c, device="cpu", compile=False, splits=("train",))
+    assert exp.task == "multiclass"
+    floats = cfg(
+        data={"name": f"{name}:data", "batch_size": 8, "floats": True},
+        loss=f"{name}:loss",
+        metrics=["accuracy"],
+    )
+    with pytest.raises(ConfigError, match="set task: binary, multiclass or regression"):
+        build_experiment(floats, device="cpu", compile=False, splits=("train",))

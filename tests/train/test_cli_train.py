@@ -200,6 +200,13 @@ def test_evaluate(run, capsys):
     )
     text = capsys.readouterr().out
     assert "split: test (64 examples)" in text and "confusion_matrix" in text
+    # The run's test figures are the best checkpoint's (the weights a user keeps).
+    tested = json.loads((out / "test_metrics.json").read_text())
+    assert tested["checkpoint"] == best
+    assert main(["evaluate", "--checkpoint", str(out), "--split", "test", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["loss"] == tested["loss"] and again["accuracy"] == tested["accuracy"]
+    assert again["confusion_matrix"] == tested["confusion_matrix"]
 
 
 BAD_CONFIGS = [
