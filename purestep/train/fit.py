@@ -266,7 +266,9 @@ def fit(
             the epoch and step (no checkpoint of the bad state is written), is ``"skip"``ped
             (the optimizer must be wrapped in ``apply_if_finite``; skipped steps are counted
             in ``skipped_steps`` and left out of the epoch loss), or ``"stop"``s training
-            with the last state whose losses and parameters were finite.
+            with the last state whose losses and parameters were finite, as checked every
+            ``log_every`` steps (so it may be up to that many steps back), saved as the
+            final checkpoint.
         log_every: steps between reads of the running loss (progress, loggers, NaN check).
         loss_scale: reported losses are the step's loss times this (the step's criterion
             divides by the gradient-accumulation count).
@@ -314,6 +316,7 @@ def fit(
     # A finished run resumed with more epochs goes on (unless early stopping ended it).
     loop.finished = loop.epoch >= epochs or loop.stop_reason is not None
     last_good = state
+    good_at = (loop.epoch, loop.batch, loop.step)  # where last_good stands
 
     def checkpoint(*, is_best: bool = False) -> Any:
         if checkpointer is None:
@@ -325,7 +328,7 @@ def fit(
 
     def flush() -> None:
         """Fold the steps since the last flush into the epoch's values; check them."""
-        nonlocal last_good
+        nonlocal last_good, good_at
         if not pending:
             return
         losses = fold_outputs(
@@ -342,6 +345,7 @@ def fit(
             raise _StopOnNan(where[0])
         if nan_policy == "stop" and all(bool(p.isfinite().all()) for p in state.params.values()):
             last_good = tree_clone(state) if donated else state
+            good_at = (loop.epoch, loop.batch, loop.step)
         count = len(losses)
         finite = torch.isfinite(losses)
         shown = losses[finite] if nan_policy == "skip" else losses
@@ -432,6 +436,13 @@ def fit(
         state = last_good
         loop.stop_reason = "nan"
         loop.finished = True
+        # The final checkpoint holds the last finite state, at its own position (the
+        # partial epoch's sums, which include the bad steps, are dropped).
+        loop.epoch, loop.batch, loop.step = good_at
+        loop.losses, loop.stats, loop.values, loop.seconds = None, {}, {}, 0.0
+        saved = checkpoint()
+        if saved is not None:
+            bars.write(f"saved the last finite state (step {loop.step}) to {saved}")
     finally:
         bars.close()
 

@@ -235,6 +235,21 @@ def test_nan_stop(tmp_path):
     state, hist = fit(s.state, s.train_step, _poisoned(3), epochs=3, nan_policy="stop", log_every=1)
     assert len(hist) == 0 and int(state.step) == 3  # the state before the bad batch
     assert all(bool(p.isfinite().all()) for p in state.params.values())
+    # With a checkpointer, training ends with a final checkpoint of that state, marked
+    # finished (a --resume trains no further).
+    ckpt = Checkpointer(tmp_path)
+    again, _ = fit(
+        s.state, s.train_step, _poisoned(3), epochs=3, nan_policy="stop", checkpointer=ckpt
+    )
+    saved = load_checkpoint(tmp_path / "latest", s.train_step)
+    assert saved.loop.stop_reason == "nan" and (saved.loop.epoch, saved.loop.step) == (0, 0)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(saved.state.params.values(), again.params.values(), strict=True)
+    )
+    assert int(again.step) == 0  # log_every 50: the last checked state is the first one
+    done, hist = fit(saved.state, s.train_step, _poisoned(3), epochs=3, resume=saved.loop)
+    assert len(hist) == 0 and int(done.step) == 0
 
 
 def test_any_iterable_restarts_the_epoch(tmp_path):
