@@ -37,7 +37,7 @@ $(BENCH_STAMP): $(STAMP)
 
 # The README's tables: W1,W2 at full length, then the slow W3,W4 at 5 rounds x 5 calls.
 bench: $(BENCH_STAMP)
-	$(BIN)/purestep bench --workloads W1,W2 --json bench.json
+	$(BIN)/purestep bench --workloads W1,W2 --scaling --json bench.json
 	$(BIN)/purestep bench --workloads W3,W4 --steps 5 --repeats 5 --json bench-w34.json
 
 bench-quick: $(BENCH_STAMP)
