@@ -295,14 +295,21 @@ def train_run(
     state = exp.initial_state()
     loop = None
     if source is not None:
-        changes = _config_changes(read_meta(source).get("config") or {}, run_cfg)
+        try:
+            source_meta = read_meta(source)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}{_older_checkpoints_hint(source)}") from None
+        changes = _config_changes(source_meta.get("config") or {}, run_cfg)
         if changes:
             raise ConfigError(
                 f"the config differs from the checkpoint's ({source}): {'; '.join(changes)}; "
                 "resume with the same config (only train.epochs, train.compile, train.device "
                 "and log may change) or use another --out"
             )
-        restored = load_checkpoint(source, exp.train_step)
+        try:
+            restored = load_checkpoint(source, exp.train_step)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}{_older_checkpoints_hint(source)}") from None
         state, loop = restored.state.to(exp.device), restored.loop
         if loop.stop_reason is not None or loop.epoch >= cfg.train.epochs:
             why = "stopped early" if loop.stop_reason else f"{loop.epoch} epochs done"
@@ -499,6 +506,19 @@ def train_run(
     for line in lines:
         print_fn(line)
     return RunResult(state, history, out, latest, best, test, seconds)
+
+
+def _older_checkpoints_hint(bad: Path) -> str:
+    """Where to resume from instead of the damaged checkpoint ``bad`` (nothing is chosen
+    for the user: an older state means retraining steps, so they decide)."""
+    older = [
+        d
+        for d in sorted(bad.parent.glob("step-*"))
+        if d != bad and (d / "meta.json").is_file() and (d / "state.safetensors").is_file()
+    ]
+    if not older:
+        return ""
+    return f"; to resume from the newest other complete checkpoint instead: --resume {older[-1]}"
 
 
 def _silent(line: str) -> None:

@@ -292,7 +292,11 @@ def test_bad_checkpoint_exit_2_and_change_nothing(run, tmp_path, capsys, how):
             "5",
         ]
     )
-    assert code == 2 and str(latest) in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and str(latest) in err
+    # The message points at the newest other complete checkpoint (the user chooses).
+    others = sorted(p.name for p in (copy / "checkpoints").glob("step-*") if p != latest)
+    assert f"instead: --resume {copy / 'checkpoints' / others[-1]}" in err
     assert main(["evaluate", "--checkpoint", str(latest)]) == 2
     assert _tree(copy) == before
 
