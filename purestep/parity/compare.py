@@ -392,6 +392,7 @@ def compare(
     fun_acc: dict[str, torch.Tensor] = {}
     optimizer_steps = 0
     losses: list[float] = []  # the criterion's, since the last scheduler step
+    no_grad: set[str] = set()  # trainable parameters the torch loss never reached
     for t, batch in enumerate(_batches(batches, steps)):
         batch = _to_device(batch, dev)
         if not isinstance(batch, tuple | list) or len(batch) < 2:
@@ -416,6 +417,9 @@ def compare(
                 for n, p in ref_model.named_parameters()
                 if p.grad is not None
             }
+            no_grad.update(
+                n for n, p in ref_model.named_parameters() if p.requires_grad and p.grad is None
+            )
             if last:
                 if clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(ref_model.parameters(), clip_grad_norm)
@@ -475,7 +479,19 @@ def compare(
     if report.steps < steps:
         report.notes.append(f"batches ran out after {report.steps} of {steps} steps")
     d = report.first_divergence
-    if compile and mode == "bitwise" and d is not None and not d.reason:
+    if no_grad:
+        names_ = sorted(no_grad)
+        shown = ", ".join(names_[:4]) + (f" and {len(names_) - 4} more" if len(names_) > 4 else "")
+        note = (
+            f"{len(names_)} parameter(s) got no gradient in the torch loop ({shown}): the loss "
+            "does not use them, so torch.optim skips them (no update, no weight decay, no "
+            "state) while the functional step treats a missing gradient as zero; freeze them "
+            "(requires_grad=False) or leave them out of the model"
+        )
+        report.notes.append(note)
+        if d is not None and any(d.name.startswith(f"{n}.") or d.name == n for n in names_):
+            report.hint = note
+    if compile and mode == "bitwise" and d is not None and not d.reason and not report.hint:
         report.hint = (
             f"the functional step is compiled, and a compiled step is not bitwise the eager "
             f"one (inductor fuses and reorders float operations; this difference is {d.ulp} "

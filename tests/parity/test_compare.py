@@ -296,6 +296,17 @@ def test_state_of_a_parameter_torch_has_not_stepped_must_stay_initial():
     d = report.first_divergence
     assert (d.step, d.category, d.name) == (0, "opt_state", "spare.step"), str(report)
     assert (d.ref_value, d.fun_value) == (0.0, 1.0)
+    # The report says why, and what to do.
+    assert report.hint is not None and "1 parameter(s) got no gradient" in report.hint
+    assert "(spare)" in report.hint and "requires_grad=False" in report.summary()
+
+    class Frozen(Unused):
+        def __init__(self):
+            super().__init__()
+            self.spare.requires_grad_(False)
+
+    fixed = ps.parity.compare(Frozen, F.cross_entropy, adam, batches((10,)), steps=2)
+    assert fixed.ok and not fixed.notes, str(fixed)
 
 
 def test_documented_keys_without_counterpart_are_noted():
