@@ -104,6 +104,7 @@ def test_compiled_fullgraph(tmp_path: Path) -> None:
         assert result["ddp"]["ok"], result["ddp"]["summary"]
 
 
+@pytest.mark.slow  # 3 processes on 2 cores; `make test-all` (the 2-rank tests run in `make test`)
 def test_bitwise_ddp_on_three_ranks(tmp_path: Path) -> None:
     """With 3 ranks the ring all-reduce's summation order depends on the bucket layout
     (and DDP's first iteration uses its own): bitwise only if both are DDP's."""
