@@ -311,11 +311,13 @@ def write_run(member: MemberResult, out: Path, *, plots: bool) -> None:
         },
     )
     assert member.last is not None
+    # The test split measures the best checkpoint's weights, as `purestep train` does.
     if member.best is not None and member.best[1].step != member.last[1].step:
-        checkpointer.save(*member.best, best=True)
+        tested_state, tested = member.best[0], checkpointer.save(*member.best, best=True)
         checkpointer.save(*member.last)
     else:
-        checkpointer.save(*member.last, best=member.best is not None)
+        tested = checkpointer.save(*member.last, best=member.best is not None)
+        tested_state = member.state if member.state is not None else member.last[0]
     if cfg.log.csv:
         write_history(member.history, out)
     if plots and member.history:
@@ -323,8 +325,9 @@ def write_run(member: MemberResult, out: Path, *, plots: bool) -> None:
 
         plot_history(member.history, out / "plots")
     if exp.test_data is not None and member.state is not None:
-        test = evaluate(member.state, exp.eval_step, exp.test_data, exp.metrics)
-        write_atomic(out / "test_metrics.json", (json.dumps(test, indent=1) + "\n").encode())
+        test = evaluate(tested_state, exp.eval_step, exp.test_data, exp.metrics)
+        record = {"checkpoint": tested.name, **test}
+        write_atomic(out / "test_metrics.json", (json.dumps(record, indent=1) + "\n").encode())
 
 
 def _label(settings: Mapping[str, Any]) -> str:

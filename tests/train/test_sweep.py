@@ -123,6 +123,10 @@ def test_best_run_directory_reproduces_with_purestep_train(tmp_path, capsys):
         assert a.path.name == b.path.name
         assert tree_bitwise_equal(a.state, b.state)
         assert _no_seconds(a.loop.history) == _no_seconds(b.loop.history)
+    # ... and the same test figures, of the same (best) checkpoint.
+    tested = json.loads((run / "test_metrics.json").read_text())
+    assert tested == json.loads((solo / "test_metrics.json").read_text())
+    assert tested["checkpoint"] == (run / "checkpoints" / "best").read_text().strip()
 
 
 def test_structure_changing_values_split_groups(tmp_path):
