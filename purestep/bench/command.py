@@ -14,19 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from purestep._argtypes import positive_int
+
 __all__ = ["add_arguments", "main", "run", "variant_names"]
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def variant_names(text: str) -> list[str]:
@@ -71,13 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated variant names (default: all; 'none' with --scaling: only the "
         "scaling studies); the matmul floor is always timed",
     )
-    parser.add_argument("--steps", type=_positive_int, default=None, help="timed calls per round")
+    parser.add_argument("--steps", type=positive_int, default=None, help="timed calls per round")
     parser.add_argument(
-        "--repeats", type=_positive_int, default=None, help="rounds (the median is reported)"
+        "--repeats", type=positive_int, default=None, help="rounds (the median is reported)"
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_THREADS,
         help=f"torch threads for every variant (default {DEFAULT_THREADS}); reported, and the "
         "load limits are judged against it",
