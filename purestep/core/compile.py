@@ -55,7 +55,9 @@ def compile(
         A step of the same kind whose ``compiled`` attribute is True.
 
     Random ops use inductor's ``fallback_random`` so that a compiled step draws exactly the
-    dropout masks the eager step draws from the same key.
+    dropout masks the eager step draws from the same key; inductor's
+    ``reorder_for_peak_memory`` is off, because it can run the in-place draw after the
+    kernel that reads the mask (``options`` may turn it back on).
 
     Errors are the eager step's: a batch signature (structure, shapes, dtypes) not seen
     before first goes through the eager step, so what it rejects is rejected with the same
@@ -82,7 +84,12 @@ def compile(
         )
     if step.compiled:
         raise ValueError("this step is already compiled")
-    inductor_options: dict[str, Any] = {"fallback_random": True}
+    # fallback_random: the compiled step draws eager's dropout masks (eager's in-place
+    # bernoulli_ on an empty buffer). Inductor's peak-memory reordering can move that
+    # in-place fallback after the fused kernel that reads the mask (torch 2.13, CPU, seen
+    # with BatchNorm + Dropout + SGD at batch 8-16): the step then silently uses an
+    # uninitialized mask. Keeping the scheduler's order is what makes the mask correct.
+    inductor_options: dict[str, Any] = {"fallback_random": True, "reorder_for_peak_memory": False}
     if cudagraphs:
         inductor_options["triton.cudagraphs"] = True
     inductor_options.update(options or {})
