@@ -63,7 +63,7 @@ from purestep.train.fit import (
     nonfinite_at,
 )
 from purestep.train.metrics import MetricSet
-from purestep.train.run import Experiment, build_experiment
+from purestep.train.run import Experiment, build_experiment, check_monitors
 
 __all__ = ["Callback", "GroupReport", "MemberResult", "StepCache", "monitor_of", "run_members"]
 
@@ -234,11 +234,12 @@ def _build(
             raise ConfigError(f"train.nan_policy: {cfg.train.nan_policy!r}")
         try:
             exp = build_experiment(cfg, device=device, compile=False)
+            state = exp.initial_state()
+            check_monitors(cfg, exp, state)
         except ConfigError as err:
             if labels is None:
                 raise
             raise ConfigError(f"{err} (member {labels[i]})") from None
-        state = exp.initial_state()
         key = _group_key(cfg, exp, state)
         group = groups.get(key)
         if group is None:

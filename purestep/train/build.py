@@ -157,6 +157,16 @@ def call_with_section(
         return fn(**fixed, **kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{section}: {label}({_show(kwargs)}) failed: {err}") from err
+    except Exception as err:  # the user's code failed: not a config error, but say where
+        raise UserFunctionError(
+            f"{section}: {label}({_show(kwargs)}) raised {type(err).__name__}: {err}"
+        ) from err
+
+
+class UserFunctionError(RuntimeError):
+    """A function the config names (model, data, loss) raised something other than a
+    ``TypeError``/``ValueError`` while being built: a failure of the user's code (exit 1),
+    reported with the config section and the call that failed."""
 
 
 def _check_annotations(

@@ -228,15 +228,17 @@ class Checkpointer:
 
     def latest(self) -> Path | None:
         """The checkpoint to resume from: ``latest``, or (if that pointer is missing or
-        names a directory that is gone) the newest complete step directory."""
+        names a directory that is gone) the newest step directory.
+
+        A step directory appears whole (renamed into place), so one that lacks a file was
+        damaged afterwards: it is returned all the same, for the load to refuse with the
+        file named, rather than silently resuming from an older one (the error then names
+        the newest complete checkpoint to pass to ``--resume``)."""
         named = self.pointer("latest")
-        if named is not None and (named / META_FILE).is_file():
+        if named is not None and named.is_dir():
             return named
         steps = _step_dirs(self.directory)
-        for d in reversed(steps):
-            if (d / META_FILE).is_file() and (d / STATE_FILE).is_file():
-                return d
-        return None
+        return steps[-1] if steps else None
 
     def _set_pointer(self, name: str, target: Path) -> None:
         write_atomic(self.directory / name, f"{target.name}\n".encode())
@@ -336,8 +338,8 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         if not target.is_dir():
             raise CheckpointError(f"{str(p)!r} names {target.name}, which does not exist")
         return target
-    if (p / META_FILE).exists() or (p / STATE_FILE).exists():
-        return p
+    if (p / META_FILE).exists() or (p / STATE_FILE).exists() or _STEP_DIR.match(p.name):
+        return p  # a step directory (what it lacks, the load names)
     for directory in (p / "checkpoints", p):
         if not directory.is_dir():
             continue

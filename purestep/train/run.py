@@ -17,6 +17,7 @@ directory and prints; every rank loads the checkpoint it resumes from, at any wo
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from purestep.core.state import TrainState
 from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
 from purestep.data.batching import Batches
 from purestep.data.datasets import DataSplit, Standardizer
+from purestep.optim.hyperparams import lr_tensors
 from purestep.train import distributed
 from purestep.train.build import (
     BuiltOptimizer,
@@ -196,6 +198,46 @@ def build_experiment(
     )
 
 
+def logged_keys(cfg: Config, exp: Experiment, state: TrainState) -> set[str]:
+    """The scalar keys an epoch of ``cfg``'s run logs (what a monitor may name)."""
+    train = ["loss", *(m for m in cfg.metrics if m != "confusion_matrix")]
+    keys = {"step", "seconds", *train}
+    if cfg.train.nan_policy == "skip":
+        keys.add("skipped_steps")
+    if exp.val_data is not None:
+        keys |= {f"val_{k}" for k in train}
+    n_groups = len(lr_tensors(state.opt_state))
+    keys |= {"lr" if i == 0 else f"lr_group{i}" for i in range(n_groups)}
+    return keys
+
+
+def check_monitors(cfg: Config, exp: Experiment, state: TrainState) -> None:
+    """Every key the config monitors is one the run logs, checked before anything is
+    written: a typo is a config error naming the key, not a failure after an epoch."""
+    keys = logged_keys(cfg, exp, state)
+    named = []
+    if cfg.early_stopping is not None:
+        named.append(("early_stopping.monitor", cfg.early_stopping.monitor))
+    if cfg.checkpoint.monitor is not None:
+        named.append(("checkpoint.monitor", cfg.checkpoint.monitor))
+    if exp.optimizer.plateau is not None and exp.optimizer.plateau_monitor is not None:
+        named.append(("scheduler.monitor", exp.optimizer.plateau_monitor))
+    for path, key in named:
+        if key in keys:
+            continue
+        if key.startswith("val_") and exp.val_data is None and key[4:] in keys:
+            raise ConfigError(
+                f"{path}: {key!r} needs a validation split, and data.name "
+                f"{cfg.data.name!r} gives none; monitor {key[4:]!r} instead"
+            )
+        close = difflib.get_close_matches(key, sorted(keys), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{path}: this run does not log {key!r}{hint} (it logs: {', '.join(sorted(keys))}; "
+            "a metric must be listed under metrics: to be logged)"
+        )
+
+
 def _config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Keys whose values differ (ignoring those that may change on resume)."""
     changed = []
@@ -293,6 +335,7 @@ def train_run(
             "--overwrite to replace it, or another --out"
         )
     state = exp.initial_state()
+    check_monitors(cfg, exp, state)
     loop = None
     if source is not None:
         try:

@@ -10,6 +10,7 @@ import torch
 
 from purestep.data import Batches
 from purestep.train.build import (
+    UserFunctionError,
     add_import_paths,
     build_criterion,
     build_data,
@@ -204,6 +205,29 @@ def test_data_function_contract_errors(user_module):
     ]:
         with pytest.raises(ConfigError, match=match):
             build_data(cfg(data={"name": f"{name}:{fn}", "batch_size": 2}).data, "train")
+
+
+def test_a_user_function_that_fails_is_named_with_its_section(user_module):
+    """ValueError/TypeError from a user's function is a config error (exit 2); anything
+    else is the user's code failing (exit 1), reported with the section and the call."""
+    name = user_module(
+        """
+        def model(width=3):
+            raise RuntimeError("constructor exploded")
+        def data(split, seed):
+            raise KeyError("no column")
+        def bad_value(split, seed):
+            raise ValueError("n must be > 0")
+        """
+    )
+    with pytest.raises(
+        UserFunctionError, match=r"model: model\(width=5\) raised RuntimeError: constructor"
+    ):
+        build_model(cfg(model={"name": f"{name}:model", "width": 5}))
+    with pytest.raises(UserFunctionError, match=r"data: data\(.*\) raised KeyError"):
+        build_data(cfg(data={"name": f"{name}:data", "batch_size": 2}).data, "train")
+    with pytest.raises(ConfigError, match=r"data: bad_value\(.*\) failed: n must be > 0"):
+        build_data(cfg(data={"name": f"{name}:bad_value", "batch_size": 2}).data, "train")
 
 
 def test_optimizer_errors():

@@ -236,6 +236,14 @@ BAD_CONFIGS = [
     ("log: {wandb: {mode: cloud}}", "log.wandb.mode"),
     ("unknown_section: 1", "unknown_section: unknown key"),
     ("train: {epochs: 3, compile: false, device: tpu}", "train.device"),
+    (
+        "early_stopping: {monitor: val_los, patience: 5}",
+        "early_stopping.monitor: this run does not log 'val_los'; did you mean 'val_loss'?",
+    ),
+    (
+        "scheduler: {name: ReduceLROnPlateau, monitor: val_acc}",
+        "scheduler.monitor: this run does not log 'val_acc'; did you mean 'val_accuracy'?",
+    ),
 ]
 
 
@@ -258,6 +266,35 @@ def test_bad_configs_exit_2_and_change_nothing(run, tmp_path, capsys, line, matc
     assert _tree(out) == before
 
 
+@pytest.mark.parametrize(
+    ("line", "drop", "match"),
+    [
+        (
+            "checkpoint: {monitor: val_f1_macro}",
+            "early_stopping:",
+            "checkpoint.monitor: this run does not log 'val_f1_macro'; did you mean 'val_f1'?",
+        ),
+        (
+            "data: {name: sprites, n_train: 64, n_val: 0, n_test: 0, batch_size: 32}",
+            None,
+            "early_stopping.monitor: 'val_loss' needs a validation split",
+        ),
+    ],
+)
+def test_a_monitor_the_run_does_not_log_is_refused_before_anything_is_written(
+    tmp_path, capsys, line, drop, match
+):
+    text = _patched(line)
+    if drop is not None:
+        text = "\n".join(r for r in text.splitlines() if not r.startswith(drop))
+    out = tmp_path / "out"
+    code = main(["train", "--config", _write(tmp_path, text), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert match in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_changed_config_on_resume_is_refused(run, tmp_path, capsys):
     _, out = run
     before = _tree(out)
@@ -265,6 +302,25 @@ def test_changed_config_on_resume_is_refused(run, tmp_path, capsys):
     assert main(["train", "--config", _write(tmp_path, text), "--out", str(out), "--resume"]) == 2
     assert "optimizer.lr: 0.01 -> 0.02" in capsys.readouterr().err
     assert _tree(out) == before
+
+
+@pytest.mark.parametrize("missing", ["meta.json", "state.safetensors"])
+def test_resume_refuses_a_damaged_latest_instead_of_falling_back(run, tmp_path, capsys, missing):
+    """A step directory appears whole (renamed into place): one that lost a file was
+    damaged, and a plain --resume must say so, not quietly retrain from an older one."""
+    import shutil
+
+    tmp, out = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    latest = copy / "checkpoints" / (copy / "checkpoints" / "latest").read_text().strip()
+    (latest / missing).unlink()
+    before = _tree(copy)
+    code = main(["train", "--config", _write(tmp), "--out", str(copy), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert str(latest / missing) in err and "--resume " in err
+    assert _tree(copy) == before
 
 
 @pytest.mark.parametrize("how", ["truncated", "newer_format", "missing_meta"])
