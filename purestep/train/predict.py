@@ -113,12 +113,19 @@ class Predictor:
     def input_example(self) -> torch.Tensor:
         """The training split's first input (shape and dtype of one example)."""
         data = self.exp.train.data
-        if not isinstance(data, tuple) or len(data) != 2:
-            raise PredictError(
-                f"{self.path}: predict needs a model with one tensor input; this checkpoint's "
-                "data is a Dataset or has several inputs"
-            )
-        return data[0][0]
+        if isinstance(data, tuple) and len(data) == 2:
+            return data[0][0]
+        if not isinstance(data, tuple) and len(data) > 0:
+            item = data[0]  # a Dataset: its first (input, target) example
+            if isinstance(item, tuple | list) and len(item) == 2:
+                try:
+                    return torch.as_tensor(item[0])
+                except (TypeError, ValueError, RuntimeError):
+                    pass
+        raise PredictError(
+            f"{self.path}: predict needs a model with one tensor input; this checkpoint's "
+            "data has several inputs (or a Dataset whose examples are not (input, target))"
+        )
 
     # -- raw inputs -> model inputs -----------------------------------------------------
     def from_features(self, rows: Sequence[Mapping[str, Any]]) -> torch.Tensor:

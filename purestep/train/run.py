@@ -321,6 +321,11 @@ def train_run(
     # Everything that can refuse the run happens before anything is written: the whole
     # config is built, the checkpoint to resume from is loaded and checked.
     exp = build_experiment(cfg, device=device, compile=compile, parallel=parallel)
+    # OUT/config.yaml is the config as run: the command line's --compile/--device included,
+    # so `purestep train --config OUT/config.yaml` runs it the same way.
+    run_cfg["train"]["compile"] = bool(cfg.train.compile if compile is None else compile)
+    if device is not None:
+        run_cfg["train"]["device"] = device
     existing = Checkpointer(ckpt_dir).latest() if ckpt_dir.exists() else None
     source: Path | None = None
     if isinstance(resume, str):
@@ -337,6 +342,7 @@ def train_run(
     state = exp.initial_state()
     check_monitors(cfg, exp, state)
     loop = None
+    finished = False  # resumed from a run that has nothing left to train
     if source is not None:
         try:
             source_meta = read_meta(source)
@@ -357,6 +363,7 @@ def train_run(
         if loop.stop_reason is not None or loop.epoch >= cfg.train.epochs:
             why = "stopped early" if loop.stop_reason else f"{loop.epoch} epochs done"
             print_fn(f"{source}: the run is finished ({why}); nothing to train")
+            finished = True
         else:
             at = f"epoch {loop.epoch + 1}, batch {loop.batch}, step {loop.step}"
             print_fn(f"resuming from {source} ({at})")
@@ -370,7 +377,8 @@ def train_run(
         if overwrite and source is None and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False).encode())
+        if not finished:  # a finished run keeps the config it was trained with
+            write_atomic(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False).encode())
     extra_tensors = {}
     if exp.standardizer is not None:
         extra_tensors = {
@@ -418,7 +426,7 @@ def train_run(
         log_cfg["mlflow"]["resume_run_id"] = tracked["mlflow"]
     loggers = (
         make_loggers(log_cfg, out, run_config=run_cfg, purge_step=purge)
-        if ctx.is_main and (cfg.log.tensorboard or cfg.log.wandb or cfg.log.mlflow)
+        if ctx.is_main and not finished and (cfg.log.tensorboard or cfg.log.wandb or cfg.log.mlflow)
         else []
     )
     checkpointer.extra_meta["trackers"] = {

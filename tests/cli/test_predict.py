@@ -38,6 +38,26 @@ def image_pairs(split: str = "train", seed: int = 0) -> DataSplit | None:
     return DataSplit((x, y), info={"image_shape": [1, 2, 2]})
 
 
+class _Pairs(torch.utils.data.Dataset):
+    """A user's Dataset of (features, class) examples."""
+
+    def __init__(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(32, 3, generator=gen)
+        self.y = (self.x[:, 0] > 0).long()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i]
+
+
+def pairs_dataset(split: str = "train", seed: int = 0) -> _Pairs | None:
+    del seed
+    return _Pairs() if split == "train" else None
+
+
 class _Picky(nn.Module):
     """A linear model that refuses inputs far outside its training range."""
 
@@ -123,6 +143,16 @@ def runs(tmp_path_factory):
                 "train": {"epochs": 1, "compile": False, "seed": 0},
             },
         ),
+        "dataset": _train(
+            tmp / "dataset",
+            {
+                "model": {"name": "mlp", "in_features": 3, "hidden": [8], "out_features": 2},
+                "data": {"name": "tests.cli.test_predict:pairs_dataset", "batch_size": 8},
+                "loss": "cross_entropy",
+                "optimizer": {"name": "Adam", "lr": 0.05},
+                "train": {"epochs": 2, "compile": False, "seed": 0},
+            },
+        ),
         "images": _train(
             tmp / "images",
             {
@@ -197,6 +227,14 @@ def test_binary_prints_the_class_name_and_its_probability(runs, capsys):
     assert code == 0 and re.fullmatch(r"x=15 -> yes \(probability 0\.9\d\d\)\n", out)
     code, out, _ = _predict(capsys, "--checkpoint", ckpt, "--input", "x=-15", "--top", "2")
     assert code == 0 and re.fullmatch(r"x=-15 -> no 0\.9\d\d, yes 0\.0\d\d\n", out)
+
+
+def test_a_checkpoint_trained_on_a_dataset_predicts_from_json(runs, capsys):
+    code, out, err = _predict(
+        capsys, "--checkpoint", str(runs["dataset"]), "--json", "[[1.5, 0, 0], [-1.5, 0, 0]]"
+    )
+    assert code == 0, err
+    assert re.findall(r"-> (\d) \(probability", out) and len(out.strip().splitlines()) == 2
 
 
 def test_text_goes_through_the_saved_vocabulary(runs, capsys):

@@ -295,6 +295,21 @@ def test_a_monitor_the_run_does_not_log_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
+def test_config_yaml_is_the_config_as_run(tmp_path):
+    """--compile/--device are recorded (so OUT/config.yaml reruns the same way); a finished
+    run resumed with fewer --epochs trains nothing and keeps its config."""
+    text = CONFIG.replace("train: {epochs: 3, compile: false}", "train: {epochs: 2, compile: true}")
+    out = tmp_path / "out"
+    args = ["train", "--config", _write(tmp_path, text), "--out", str(out)]
+    assert main([*args, "--no-compile", "--device", "cpu"]) == 0
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["train"]["compile"] is False and written["train"]["device"] == "cpu"
+    assert written["train"]["epochs"] == 2
+    before = _tree(out)
+    assert main([*args, "--no-compile", "--resume", "--epochs", "1"]) == 0
+    assert _tree(out) == before
+
+
 def test_changed_config_on_resume_is_refused(run, tmp_path, capsys):
     _, out = run
     before = _tree(out)
