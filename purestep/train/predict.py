@@ -115,8 +115,8 @@ class Predictor:
         data = self.exp.train.data
         if isinstance(data, tuple) and len(data) == 2:
             return data[0][0]
-        if not isinstance(data, tuple) and len(data) > 0:
-            item = data[0]  # a Dataset: its first (input, target) example
+        if not isinstance(data, tuple) and len(data) > 0:  # type: ignore[arg-type]
+            item = data[0]  # a Dataset (sized, as Batches requires): its first example
             if isinstance(item, tuple | list) and len(item) == 2:
                 try:
                     return torch.as_tensor(item[0])
