@@ -240,6 +240,30 @@ class Checkpointer:
         steps = _step_dirs(self.directory)
         return steps[-1] if steps else None
 
+    def set_best(self, checkpoint: Path) -> Path:
+        """Point ``best`` at ``checkpoint``, a complete step directory: one of this run's,
+        or another run's (a resume from it), which is first copied here, crash-safe
+        (a temp directory renamed into place). Returns the directory ``best`` names."""
+        if not self.writer:
+            return checkpoint
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / checkpoint.name
+        if checkpoint.resolve() != target.resolve() and not target.exists():
+            self._remove_leftovers()
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{checkpoint.name}-", dir=self.directory))
+            try:
+                for name in (STATE_FILE, META_FILE):
+                    shutil.copyfile(checkpoint / name, tmp / name)
+                    fsync_file(tmp / name)
+                fsync_dir(tmp)
+                os.rename(tmp, target)
+                fsync_dir(self.directory)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        self._set_pointer("best", target)
+        return target
+
     def _set_pointer(self, name: str, target: Path) -> None:
         write_atomic(self.directory / name, f"{target.name}\n".encode())
 
@@ -320,6 +344,28 @@ def _read_pointer(path: Path) -> Path | None:
     if not _STEP_DIR.match(name):
         return None
     return path.parent / name
+
+
+def best_checkpoint_of(source: Path, loop: LoopState) -> Path | None:
+    """The checkpoint that holds the best state of the run ``source`` was saved in, as it
+    stood at ``source`` (``loop``): the end of epoch ``loop.best_epoch``, among
+    ``source``'s siblings, never one saved after ``source``. None if it is not there."""
+    if loop.best_epoch is None:
+        return None
+    for d in reversed(_step_dirs(source.parent)):
+        try:
+            meta = read_meta(d)
+        except CheckpointError:
+            continue
+        if (
+            meta.get("epoch") == loop.best_epoch
+            and meta.get("batch") == 0
+            and isinstance(meta.get("step"), int)
+            and meta["step"] <= loop.step
+            and (d / STATE_FILE).is_file()
+        ):
+            return d
+    return None
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:

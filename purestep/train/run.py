@@ -53,6 +53,7 @@ from purestep.train.checkpoint import (
     Checkpoint,
     Checkpointer,
     CheckpointError,
+    best_checkpoint_of,
     load_checkpoint,
     read_meta,
     resolve_checkpoint,
@@ -342,6 +343,7 @@ def train_run(
     state = exp.initial_state()
     check_monitors(cfg, exp, state)
     loop = None
+    best_source: Path | None = None
     finished = False  # resumed from a run that has nothing left to train
     if source is not None:
         try:
@@ -360,6 +362,10 @@ def train_run(
         except CheckpointError as err:
             raise CheckpointError(f"{err}{_older_checkpoints_hint(source)}") from None
         state, loop = restored.state.to(exp.device), restored.loop
+        # The best state so far, as the run stood at the checkpoint (restore_best and the
+        # test metrics read it): another run directory's, or this one's if `best` has
+        # since moved on to a stretch this resume replays.
+        best_source = best_checkpoint_of(source, loop)
         if loop.stop_reason is not None or loop.epoch >= cfg.train.epochs:
             why = "stopped early" if loop.stop_reason else f"{loop.epoch} epochs done"
             print_fn(f"{source}: the run is finished ({why}); nothing to train")
@@ -393,6 +399,8 @@ def train_run(
         | ({"distributed": _job_meta(ctx)} if ctx.distributed else {}),
         writer=ctx.is_main,
     )
+    if best_source is not None and not finished:
+        checkpointer.set_best(best_source)
 
     model_line = _param_summary(exp.model)
     mode = "compiled" if exp.train_step.compiled else "eager"
@@ -536,7 +544,7 @@ def train_run(
         values = [(float(r[monitor]), r["epoch"]) for r in rec if r.get(monitor) is not None]
         if values:
             pick = min if mode_ == "min" else max
-            value, epoch = pick(values, key=lambda v: v[0])
+            value, epoch = _best_of(best) or pick(values, key=lambda v: v[0])
             last = {k: v for k, v in rec[-1].items() if isinstance(v, float)}
             lines.append(
                 f"best {monitor} {value:.6g} at epoch {epoch}; last epoch: "
@@ -557,6 +565,18 @@ def train_run(
     for line in lines:
         print_fn(line)
     return RunResult(state, history, out, latest, best, test, seconds)
+
+
+def _best_of(best: Path | None) -> tuple[float, int] | None:
+    """The best value and epoch as the run judged them (``min_delta`` included), from the
+    best checkpoint's meta.json; None without one."""
+    if best is None:
+        return None
+    try:
+        record = read_meta(best)["best"]
+        return float(record["value"]), int(record["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _older_checkpoints_hint(bad: Path) -> str:

@@ -310,6 +310,34 @@ def test_config_yaml_is_the_config_as_run(tmp_path):
     assert _tree(out) == before
 
 
+def test_resume_into_another_out_keeps_the_best_checkpoint_and_min_delta(tmp_path, capsys):
+    """A run resumed from another run's checkpoint into a new --out carries that run's
+    best checkpoint over (restore_best and the test metrics read it), and the summary's
+    best epoch is the one early stopping judged best (min_delta included), not the raw
+    minimum of the history."""
+    text = CONFIG.replace(
+        "early_stopping: {monitor: val_loss, patience: 5}",
+        "early_stopping: {monitor: val_loss, patience: 5, min_delta: 10.0}",
+    )
+    config = _write(tmp_path, text)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "--config", config, "--out", str(first)]) == 0
+    summary = capsys.readouterr().out
+    assert "best val_loss" in summary and "at epoch 1;" in summary  # only epoch 1 improved
+    best = (first / "checkpoints" / "best").read_text().strip()
+    assert best == "step-00000006"
+    middle = first / "checkpoints" / "step-00000016"  # epoch 3, batch 4
+    assert main(["train", "--config", config, "--out", str(second), "--resume", str(middle)]) == 0
+    assert "at epoch 1;" in capsys.readouterr().out
+    assert (second / "checkpoints" / "best").read_text().strip() == best
+    assert (second / "test_metrics.json").read_text() == (first / "test_metrics.json").read_text()
+    untimed = [
+        [{k: v for k, v in r.items() if k != "seconds"} for r in json.loads(d.read_text())]
+        for d in (first / "history.json", second / "history.json")
+    ]
+    assert untimed[0] == untimed[1]
+
+
 def test_changed_config_on_resume_is_refused(run, tmp_path, capsys):
     _, out = run
     before = _tree(out)
