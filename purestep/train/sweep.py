@@ -20,6 +20,10 @@ Outputs in ``out``::
     best/            the best member as a run directory: config.yaml, checkpoints (latest
                      and best, the format ``purestep train`` writes), history.json/csv,
                      plots, test_metrics.json; ``purestep evaluate --checkpoint out/best``
+
+``sweep.csv`` is written last and marks a finished sweep. A sweep keeps no checkpoints of
+its members while it trains: one that is killed leaves no ``sweep.csv`` and is run again
+from the start by the same command (``purestep tune`` is the resumable search).
 """
 
 from __future__ import annotations
@@ -247,7 +251,6 @@ def _write(result: SweepResult, raw: Mapping[str, Any], plots: bool) -> None:
     out = result.out
     assert out is not None
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "sweep.csv", _csv(result.rows()).encode())
     report = {
         "base_config": raw,
         "monitor": result.monitor,
@@ -275,6 +278,9 @@ def _write(result: SweepResult, raw: Mapping[str, Any], plots: bool) -> None:
     best = result.best_member
     if best is not None:
         write_run(best, out / "best", plots=plots)
+    # Last: sweep.csv marks a finished sweep (a rerun refuses to replace one without
+    # --overwrite); a sweep killed before this point is simply run again.
+    write_atomic(out / "sweep.csv", _csv(result.rows()).encode())
 
 
 def write_run(member: MemberResult, out: Path, *, plots: bool) -> None:

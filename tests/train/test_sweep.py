@@ -346,3 +346,26 @@ def test_refused_under_a_distributed_launch(tmp_path, capsys, monkeypatch):
     cfg = _config(tmp_path)
     assert main(["sweep", "--config", str(cfg), "--set", "optimizer.lr=1e-3,1e-2"]) == 2
     assert "purestep sweep does not run under torchrun" in capsys.readouterr().err
+
+
+def test_a_sweep_killed_while_writing_is_not_finished(tmp_path, monkeypatch):
+    """sweep.csv marks a finished sweep, so it is written after best/: a sweep that died
+    before that (here: while writing best/) is run again by the same call, not refused."""
+    import importlib
+
+    sweep_module = importlib.import_module("purestep.train.sweep")
+
+    cfg = _config(tmp_path)
+    out = tmp_path / "out"
+    real = sweep_module.write_run
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed while writing best/")
+
+    monkeypatch.setattr(sweep_module, "write_run", dies)
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        sweep(cfg, {"optimizer.lr": [1e-2]}, epochs=1, out=out, print_fn=None)
+    assert (out / "sweep.json").exists() and not (out / "sweep.csv").exists()
+    monkeypatch.setattr(sweep_module, "write_run", real)
+    sweep(cfg, {"optimizer.lr": [1e-2]}, epochs=1, out=out, print_fn=None)
+    assert (out / "sweep.csv").exists() and (out / "best" / "checkpoints" / "best").exists()
