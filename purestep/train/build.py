@@ -275,7 +275,9 @@ def build_model(cfg: Config, *, input_example: torch.Tensor | None = None) -> nn
 
 def build_data(cfg: DataConfig, split: str, task: str | None = None) -> DataSplit | None:
     """One split of the dataset the config names (``None`` if it has no such split).
-    Integer targets of a binary task become float (what ``BCEWithLogitsLoss`` takes)."""
+    Integer targets of a binary task become float (what ``BCEWithLogitsLoss`` takes); those
+    of a multiclass task int64 (the class indices ``cross_entropy``/``nll`` take, where
+    numpy data often brings int32)."""
     fn = resolve_name(cfg.name, DATASETS, "data")
     result = call_with_section(fn, cfg.kwargs, "data", fixed={"split": split, "seed": cfg.seed})
     try:
@@ -287,6 +289,16 @@ def build_data(cfg: DataConfig, split: str, task: str | None = None) -> DataSpli
         if not targets.is_floating_point():
             data = DataSplit(
                 (*inputs, targets.to(torch.float32)),
+                data.standardizer,
+                data.feature_names,
+                data.classes,
+                data.info,
+            )
+    if data is not None and task == "multiclass" and isinstance(data.data, tuple):
+        *inputs, targets = data.data
+        if targets.dtype in (torch.int8, torch.int16, torch.int32, torch.uint8):
+            data = DataSplit(
+                (*inputs, targets.to(torch.int64)),
                 data.standardizer,
                 data.feature_names,
                 data.classes,

@@ -86,6 +86,24 @@ def test_binary_task_makes_float_targets(user_module):
     assert split.data[1].dtype == torch.float32
 
 
+def test_multiclass_task_makes_int64_class_indices(user_module):
+    """numpy labels often arrive as int32, which cross_entropy refuses."""
+    name = user_module(
+        """
+        import numpy as np
+        def data(split, seed, n=20):
+            rng = np.random.default_rng(seed)
+            return rng.normal(size=(n, 3)), rng.integers(0, 3, n).astype(np.int32)
+        """
+    )
+    c = cfg(data={"name": f"{name}:data", "batch_size": 4}, loss="cross_entropy")
+    split = build_data(c.data, "train", infer_task(c))
+    assert split.data[1].dtype == torch.int64
+    y = split.data[1]
+    loss = torch.nn.functional.cross_entropy(torch.zeros(len(y), 3), y)
+    assert torch.isfinite(loss)
+
+
 def test_user_model_data_and_loss(user_module):
     name = user_module(
         """
