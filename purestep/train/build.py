@@ -415,6 +415,19 @@ def build_optimizer(
         every = max(1, steps_per_epoch // k)
     else:
         every = 1
+    if isinstance(torch_sched, torch.optim.lr_scheduler.OneCycleLR):
+        # torch raises when a OneCycleLR steps past its total, i.e. after hours of
+        # training: the run's length is known now, so say it before anything runs.
+        epochs = cfg.train.epochs
+        planned = epochs * steps_per_epoch // k if every == 1 else epochs
+        if torch_sched.total_steps < planned:
+            per = f"{steps_per_epoch} batches per epoch" + (f" / {k} accumulated" if k > 1 else "")
+            raise ConfigError(
+                f"scheduler: OneCycleLR's schedule has {torch_sched.total_steps} steps, but "
+                f"the run steps it {planned} times ({epochs} epochs"
+                + (f", {per})" if every == 1 else ", once per epoch)")
+                + f"; set total_steps >= {planned} (or epochs and steps_per_epoch to match)"
+            )
     try:
         opt: Any = from_torch(torch_opt, model, torch_sched, schedule_every=every)
     except ValueError as err:

@@ -237,6 +237,10 @@ BAD_CONFIGS = [
     ("unknown_section: 1", "unknown_section: unknown key"),
     ("train: {epochs: 3, compile: false, device: tpu}", "train.device"),
     (
+        "scheduler: {name: OneCycleLR, max_lr: 0.1, total_steps: 10}",
+        "scheduler: OneCycleLR's schedule has 10 steps, but the run steps it 18 times",
+    ),
+    (
         "early_stopping: {monitor: val_los, patience: 5}",
         "early_stopping.monitor: this run does not log 'val_los'; did you mean 'val_loss'?",
     ),
