@@ -130,6 +130,7 @@ def register(sub: Any) -> None:
         "--checkpoint",
         required=True,
         nargs="+",
+        action="extend",
         metavar="CKPT",
         help="a step directory, a latest/best pointer or a run directory (its best); several "
         "predict the same inputs (with --image: one row each)",
@@ -138,14 +139,23 @@ def register(sub: Any) -> None:
     given.add_argument(
         "--input",
         nargs="+",
+        action="extend",  # --input a=1 --input b=2 is one example with both
         metavar="NAME=NUMBER",
         help="named feature values of one example, e.g. sqft=3000 (standardised as in training)",
     )
     given.add_argument(
-        "--text", nargs="+", metavar="TEXT", help="text(s) for a model trained on the text dataset"
+        "--text",
+        nargs="+",
+        action="extend",
+        metavar="TEXT",
+        help="text(s) for a model trained on the text dataset",
     )
     given.add_argument(
-        "--file", nargs="+", metavar="IMAGE", help="image file(s) for a model trained on images"
+        "--file",
+        nargs="+",
+        action="extend",
+        metavar="IMAGE",
+        help="image file(s) for a model trained on images",
     )
     given.add_argument(
         "--json",

@@ -270,9 +270,11 @@ def csv(
     predict ``target``.
 
     Rows are split into train/val/test by a permutation drawn from ``seed`` (the same rows
-    in every call). A non-numeric target column, or ``classification: true``, makes class
-    ids (sorted label names, kept in the checkpoint); otherwise the target is a float
-    regression target. With ``standardize`` (default) features, and a regression target,
+    in every call). A non-numeric target column, or ``classification: true`` (what a
+    classification loss sets, so a 0/1 column is labels, not a value to standardise),
+    makes class ids (sorted label names, kept in the checkpoint); otherwise the target is a
+    float regression target. An empty target cell, or a number column with a word in it,
+    is an error naming the line. With ``standardize`` (default) features, and a regression target,
     are standardised with the training split's mean and std; the statistics travel with
     the checkpoint and regression metrics are reported in the original units.
     """
@@ -300,8 +302,19 @@ def csv(
     columns = {h: [row[i] for row in rows] for i, h in enumerate(header)}
     x = torch.stack([_column(file, n, columns[n]) for n in names], dim=1).to(torch.float32)
     raw_target = columns[target]
-    numeric = all(_is_number(v) for v in raw_target)
-    is_class = classification if classification is not None else not numeric
+    for i, v in enumerate(raw_target, start=2):
+        if not v.strip():
+            raise ValueError(f"{file}: column {target!r} line {i}: the target is empty")
+    numbers = [_is_number(v) for v in raw_target]
+    if classification is None and any(numbers) and not all(numbers):
+        # A number column with a stray word or typo (12O) must not become class labels.
+        i, v = next((i, v) for i, v in enumerate(raw_target, 2) if not numbers[i - 2])
+        raise ValueError(
+            f"{file}: column {target!r} line {i}: {v!r} is not a number, but other values "
+            "are; fix the cell, or set data.classification: true to read the column as "
+            "class labels"
+        )
+    is_class = classification if classification is not None else not all(numbers)
     classes: tuple[str, ...] | None = None
     if is_class:
         labels = sorted(set(raw_target), key=lambda v: (not _is_number(v), _sort_key(v)))

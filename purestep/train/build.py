@@ -279,7 +279,12 @@ def build_data(cfg: DataConfig, split: str, task: str | None = None) -> DataSpli
     of a multiclass task int64 (the class indices ``cross_entropy``/``nll`` take, where
     numpy data often brings int32)."""
     fn = resolve_name(cfg.name, DATASETS, "data")
-    result = call_with_section(fn, cfg.kwargs, "data", fixed={"split": split, "seed": cfg.seed})
+    kwargs = dict(cfg.kwargs)
+    if cfg.name == "csv" and task in ("binary", "multiclass"):
+        # A classification loss reads the target as labels, numbers (0/1) included: never
+        # standardised, class ids for cross_entropy.
+        kwargs.setdefault("classification", True)
+    result = call_with_section(fn, kwargs, "data", fixed={"split": split, "seed": cfg.seed})
     try:
         data = as_split(result, f"data {cfg.name!r} (split {split!r})")
     except (TypeError, ValueError) as err:

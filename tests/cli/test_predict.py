@@ -192,6 +192,9 @@ def test_json_forms_give_the_same_prediction_as_input(runs, capsys):
     ckpt = str(runs["linear"])
     _, ref, _ = _predict(capsys, "--checkpoint", ckpt, "--input", "b=-3", "a=4")
     (expected,) = _values(ref)
+    code, out, err = _predict(capsys, "--checkpoint", ckpt, "--input", "b=-3", "--input", "a=4")
+    assert code == 0, err  # a repeated --input adds to the same example
+    assert _values(out) == [expected]
     for given in ('{"a": 4, "b": -3}', "[4, -3]", "[[4, -3], [0, 0]]", '[{"a": 4, "b": -3}]'):
         code, out, err = _predict(capsys, "--checkpoint", ckpt, "--json", given)
         assert code == 0, err

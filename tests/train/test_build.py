@@ -321,6 +321,36 @@ def test_csv_loader(tmp_path):
             build_data(cfg(data={**data, "batch_size": 4, **patch}).data, "train")
 
 
+def test_csv_target_cells_and_classification_losses(tmp_path):
+    """An empty target cell, or a word in a number column, is an error naming the line
+    (it used to turn the column into class labels); a 0/1 column under a classification
+    loss is labels: not standardised, class ids for cross_entropy, floats for BCE."""
+    path = tmp_path / "t.csv"
+    ys = [str(i % 2) for i in range(20)]
+    rows = ["a,b,y"] + [f"{i},{3 * i},{y}" for i, y in enumerate(ys)]
+    path.write_text("\n".join(rows) + "\n")
+    data = {"name": "csv", "path": str(path), "target": "y", "batch_size": 4}
+    for loss, dtype in [("bce_with_logits", torch.float32), ("cross_entropy", torch.int64)]:
+        c = cfg(data=data, loss=loss)
+        split = build_data(c.data, "train", infer_task(c))
+        assert split.classes == ("0", "1") and split.data[1].dtype == dtype
+        assert set(split.data[1].tolist()) == {0, 1}
+        assert split.standardizer.target_mean is None
+    # A regression loss standardises the same column.
+    c = cfg(data=data, loss="mse")
+    assert build_data(c.data, "train", infer_task(c)).standardizer.target_mean is not None
+    for line, cell, match in [
+        (5, "", "column 'y' line 5: the target is empty"),
+        (7, "12O", "column 'y' line 7: '12O' is not a number, but other values are"),
+    ]:
+        bad = list(rows)
+        bad[line - 1] = bad[line - 1].rsplit(",", 1)[0] + "," + cell
+        path.write_text("\n".join(bad) + "\n")
+        with pytest.raises(ConfigError, match=match):
+            c = cfg(data=data, loss="mse")
+            build_data(c.data, "train", infer_task(c))
+
+
 def test_numpy_data_is_accepted(user_module):
     name = user_module(
         """
