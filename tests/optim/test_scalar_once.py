@@ -3,12 +3,10 @@
 Inductor inlines a chain of scalar ops (``pow(beta, t)``, bias corrections) into every
 element's loop of every kernel that reads it, unless the scalars are kept in a buffer
 (``purestep.optim._scalar_ops.once``). The generated code shows it: ``std::pow`` appears
-in the small scalar kernel only, not in a parameter-sized update kernel.
+only in scalar blocks, never inside a loop over a parameter's elements.
 """
 
 from __future__ import annotations
-
-import re
 
 import torch
 from torch._inductor.utils import run_and_get_code
@@ -17,10 +15,26 @@ import purestep as ps
 from purestep.optim import _scalar_ops as ops
 
 
-def _kernels_with_pow(code: str) -> list[str]:
-    """The C++ kernels (split at each ``async_compile.cpp_pybinding``) that call pow."""
-    kernels = re.split(r"async_compile\.cpp_pybinding", code)[1:]
-    return [k for k in kernels if "std::pow" in k]
+def _pows_in_loops(code: str) -> int:
+    """How many ``std::pow`` calls of the generated C++ sit inside a ``for`` loop (computed
+    per element) rather than in a scalar block (computed once). Inductor may fuse the
+    scalar block into the same kernel as an update loop; what matters is where the call is."""
+    count, stack, start, parens = 0, [], 0, 0
+    for i, ch in enumerate(code):
+        if ch in "()":
+            parens += 1 if ch == "(" else -1
+        elif ch == "{":
+            stack.append("for(" in code[start:i] or "for (" in code[start:i])
+            start = i + 1
+        elif ch == "}":
+            if stack:
+                stack.pop()
+            start = i + 1
+        elif ch == ";" and parens == 0:  # not the ';'s of a for(...) header
+            start = i + 1
+        elif ch == "s" and code.startswith("std::pow", i) and any(stack):
+            count += 1
+    return count
 
 
 def test_adam_bias_corrections_are_computed_once():
@@ -31,9 +45,8 @@ def test_adam_bias_corrections_are_computed_once():
     batch = (torch.randn(8, 64), torch.randn(8, 32))
     _, codes = run_and_get_code(step, state, batch)
     code = "\n".join(codes)
-    with_pow = _kernels_with_pow(code)
-    assert len(with_pow) == 1, f"{len(with_pow)} kernels compute pow"
-    assert "2048L" not in with_pow[0]  # not the 64 x 32 weight's update kernel
+    assert "std::pow" in code  # the bias corrections are in the graph...
+    assert _pows_in_loops(code) == 0  # ...and never inside a per-element loop
 
 
 def test_once_is_an_exact_copy_under_compile():
