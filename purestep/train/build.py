@@ -289,26 +289,27 @@ def build_data(cfg: DataConfig, split: str, task: str | None = None) -> DataSpli
         data = as_split(result, f"data {cfg.name!r} (split {split!r})")
     except (TypeError, ValueError) as err:
         raise ConfigError(f"data.name: {err}") from None
-    if data is not None and task == "binary" and isinstance(data.data, tuple):
-        *inputs, targets = data.data
-        if not targets.is_floating_point():
-            data = DataSplit(
-                (*inputs, targets.to(torch.float32)),
-                data.standardizer,
-                data.feature_names,
-                data.classes,
-                data.info,
-            )
-    if data is not None and task == "multiclass" and isinstance(data.data, tuple):
-        *inputs, targets = data.data
-        if targets.dtype in (torch.int8, torch.int16, torch.int32, torch.uint8):
-            data = DataSplit(
-                (*inputs, targets.to(torch.int64)),
-                data.standardizer,
-                data.feature_names,
-                data.classes,
-                data.info,
-            )
+    if data is None or not isinstance(data.data, tuple):
+        return data
+    *inputs, targets = data.data
+    dtype = None
+    if task == "binary" and not targets.is_floating_point():
+        dtype = torch.float32
+    elif task == "multiclass" and targets.dtype in (
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.uint8,
+    ):
+        dtype = torch.int64
+    if dtype is not None:
+        data = DataSplit(
+            (*inputs, targets.to(dtype)),
+            data.standardizer,
+            data.feature_names,
+            data.classes,
+            data.info,
+        )
     return data
 
 
