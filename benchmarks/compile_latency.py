@@ -16,6 +16,7 @@ splits into tracing, AOT autograd and inductor (codegen and C++ compiles).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -33,8 +34,10 @@ def child(workload: str, variant: str, load: str | None, save: str | None, threa
     from purestep.bench.variants import resolve_variant
     from purestep.core import compile_cache
 
-    if load:
-        compile_cache.load_compile_cache(load)
+    scope = contextlib.ExitStack()  # open until the process ends
+    if load:  # into a private inductor cache directory, as a resumed run does
+        private = scope.enter_context(compile_cache.private_inductor_cache())
+        compile_cache.load_compile_cache(load, private, trust_code=True)
     device = torch.device("cpu")
     built = resolve_variant(variant)(build_workload(Spec(workload, variant)), device)
     start = time.perf_counter()

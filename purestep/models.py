@@ -275,6 +275,9 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
     if ":" in name:
         import importlib
 
+        from purestep._trust import import_allowed
+
+        import_allowed(name, "model")
         module_name, _, attr = name.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+# purestep signs what it writes with a per-user key ($XDG_CONFIG_HOME/purestep/key): the
+# tests (and the commands they start, which inherit this) use a key of their own, never
+# the user's.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="purestep-tests-config-")
 
 # `make test` runs the "default" profile; `make test-all` sets HYPOTHESIS_PROFILE=all.
 settings.register_profile(

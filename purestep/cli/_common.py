@@ -14,6 +14,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "add_config_args",
+    "add_trust_code_arg",
     "bad_input_types",
     "fail",
     "load",
@@ -30,11 +31,12 @@ def fail(command: str, err: BaseException, code: int) -> int:
 
 
 def bad_input_types() -> tuple[type[BaseException], ...]:
+    from purestep._trust import UntrustedCodeError
     from purestep.train.checkpoint import CheckpointError
     from purestep.train.config import ConfigError
     from purestep.train.loggers import MissingExtraError
 
-    return (ConfigError, CheckpointError, MissingExtraError)
+    return (ConfigError, CheckpointError, MissingExtraError, UntrustedCodeError)
 
 
 def load(args: argparse.Namespace) -> Any:
@@ -44,6 +46,17 @@ def load(args: argparse.Namespace) -> Any:
 
     add_import_paths(Path.cwd(), Path(args.config).parent)
     return load_config(args.config, args.set)
+
+
+TRUST_CODE_HELP = (
+    "build the module:function names (model, data, loss, ...) of a run directory that "
+    "this user's purestep did not write, and load its compile cache: they run code. "
+    "Your own runs (signed with your key) need no flag"
+)
+
+
+def add_trust_code_arg(p: argparse.ArgumentParser, help: str = TRUST_CODE_HELP) -> None:
+    p.add_argument("--trust-code", action="store_true", help=help)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from purestep.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_config_args,
+    add_trust_code_arg,
     bad_input_types,
     fail,
     load,
@@ -64,4 +65,9 @@ def register(sub: Any) -> None:
         help="also compare the step with the imperative torch step (default: on)",
     )
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    add_trust_code_arg(
+        p,
+        "accepted as on evaluate/predict/train; check reads only the --config you pass, "
+        "which is your own code and always trusted",
+    )
     p.set_defaults(func=check)

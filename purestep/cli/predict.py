@@ -22,6 +22,7 @@ from purestep.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_OK,
+    add_trust_code_arg,
     bad_input_types,
     fail,
     positive_int,
@@ -73,7 +74,9 @@ def predict(args: argparse.Namespace) -> int:
         rows: list[tuple[Path, list[dict[str, Any]], list[bool]]] = []
         predictor = None
         for checkpoint in args.checkpoint:
-            predictor = load_predictor(checkpoint, device=args.device, like=predictor)
+            predictor = load_predictor(
+                checkpoint, device=args.device, like=predictor, trust_code=args.trust_code
+            )
             if features is not None:
                 x = predictor.from_features([features])
             elif args.text:
@@ -170,4 +173,5 @@ def register(sub: Any) -> None:
         "--scale", type=positive_int, default=None, help="PNG pixels per output pixel (--image; 8)"
     )
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    add_trust_code_arg(p)
     p.set_defaults(func=predict)

@@ -23,6 +23,7 @@ from purestep.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_config_args,
+    add_trust_code_arg,
     bad_input_types,
     fail,
     load,
@@ -121,6 +122,7 @@ def _train(args: argparse.Namespace) -> int:
                     plots=False if args.no_plots else None,
                     should_stop=stop,
                     parallel=parallel,
+                    trust_code=args.trust_code,
                 )
             except TrainingInterrupted as err:
                 where = f"; checkpoint {err.checkpoint}" if err.checkpoint else ""
@@ -168,7 +170,9 @@ def evaluate(args: argparse.Namespace) -> int:
     # The stored config may name "package.module:function"s importable from here.
     add_import_paths(Path.cwd())
     try:
-        result = evaluate_checkpoint(args.checkpoint, split=args.split, device=args.device)
+        result = evaluate_checkpoint(
+            args.checkpoint, split=args.split, device=args.device, trust_code=args.trust_code
+        )
     except bad_input_types() as err:
         return fail("evaluate", err, EXIT_BAD_INPUT)
     except Exception as err:
@@ -216,6 +220,11 @@ def register(sub: Any) -> None:
     train_parser.add_argument(
         "--no-plots", action="store_true", help="do not write OUT/plots/*.png"
     )
+    add_trust_code_arg(
+        train_parser,
+        "on --resume, load OUT/compile_cache.zip (native code and pickles) even if this "
+        "user's purestep did not write it (the --config itself is always your own code)",
+    )
     train_parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
     train_parser.add_argument(
         "--compile",
@@ -262,4 +271,5 @@ def register(sub: Any) -> None:
     evaluate_parser.add_argument("--split", choices=["train", "val", "test"], default="val")
     evaluate_parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
     evaluate_parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_trust_code_arg(evaluate_parser)
     evaluate_parser.set_defaults(func=evaluate)

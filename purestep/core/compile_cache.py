@@ -15,22 +15,25 @@ job) those caches are empty. ``save_compile_cache(path)`` writes, as one zip fil
   still run every C++ compile (W2: 15 of its 17 s);
 * ``meta.json``: format, torch and Python versions, machine, sha256 of each member.
 
-``load_compile_cache(path)``, called before the step's first call, puts the kernels
-where inductor looks for them (its cache directory, ``TORCHINDUCTOR_CACHE_DIR`` or
-torch's default) and hands the artifacts to ``torch.compiler.load_cache_artifacts``.
+``load_compile_cache(path, into)``, called before the step's first call inside
+``private_inductor_cache()`` (a fresh, private inductor cache directory for this run,
+never the user's global one), puts the kernels there and hands the artifacts to
+``torch.compiler.load_cache_artifacts``.
 Kernel files are content-addressed (their name is a hash of source and compiler flags),
 so a kernel built for another CPU is simply never looked up. Dynamo still traces the step
 in the new process (W2: ~3.5 s); only what follows is served from the caches.
 
 A file for another torch, Python or machine type, or whose bytes do not match their
 sha256, is skipped with the reason (``CacheLoad``), never an error: a cache can only make
-a compile faster. The contents are compiled code: load them only from a run directory
-you trust, as you would import its Python code. Writes are atomic (temp file, fsync,
-rename).
+a compile faster. The contents are native code and pickles: ``meta.json`` is signed with
+this user's key (``purestep._trust``), and a cache whose signature does not verify (made
+by someone else, or edited) is skipped unless ``trust_code``. Writes are atomic (temp
+file, fsync, rename).
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import io
@@ -38,18 +41,29 @@ import json
 import os
 import platform
 import re
+import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from purestep._io import write_atomic
+from purestep._trust import sign_json, signature_status
 
-__all__ = ["CacheLoad", "inductor_cache_dir", "load_compile_cache", "save_compile_cache"]
+__all__ = [
+    "CacheLoad",
+    "inductor_cache_dir",
+    "load_compile_cache",
+    "private_inductor_cache",
+    "save_compile_cache",
+]
 
 FORMAT = 1
+_MAX_META_BYTES = 1 << 20
 _ARTIFACTS = "artifacts.bin"
 _META = "meta.json"
 _KERNELS = "kernels/"
@@ -121,11 +135,13 @@ def save_compile_cache(path: str | os.PathLike[str]) -> int:
     members: dict[str, bytes] = {_ARTIFACTS: artifacts}
     for kernel in kernels:
         members[_KERNELS + kernel.relative_to(root.resolve()).as_posix()] = kernel.read_bytes()
-    meta = {
+    meta: dict[str, object] = {
         "format": FORMAT,
         **_versions(),
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
     }
+    with contextlib.suppress(OSError):  # no key to be had: saved unsigned (never loaded)
+        meta = sign_json(meta)
     buffer = io.BytesIO()
     # Stored, not deflated: kernels and artifacts barely compress and this is on the
     # path of every checkpoint that carries them.
@@ -152,18 +168,67 @@ class CacheLoad:
         return self.loaded
 
 
-def load_compile_cache(path: str | os.PathLike[str]) -> CacheLoad:
-    """Put the caches saved at ``path`` where torch looks for them; call it before the
-    step's first call. A missing, foreign, corrupted or unreadable file is skipped with
-    the reason (the compile then runs as it would have)."""
+@contextlib.contextmanager
+def private_inductor_cache() -> Iterator[Path]:
+    """Within this block inductor reads and writes its caches in a fresh directory of its
+    own (mode 0700, removed afterwards) instead of the user's global one, so that a run's
+    compile cache, loaded into it, never touches what other runs and projects compile."""
+    directory = Path(tempfile.mkdtemp(prefix="purestep-inductor-"))
+    temporary_cache_dir: Any = None
+    with contextlib.suppress(ImportError):  # torch moved it: the environment variable alone
+        from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:
+        if temporary_cache_dir is not None:
+            with temporary_cache_dir(str(directory)):
+                yield directory
+        else:  # pragma: no cover
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+            yield directory
+    finally:
+        if previous is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def load_compile_cache(
+    path: str | os.PathLike[str], into: str | os.PathLike[str], *, trust_code: bool = False
+) -> CacheLoad:
+    """Put the caches saved at ``path`` into the inductor cache directory ``into`` (the
+    one ``private_inductor_cache()`` made, which must be in effect) and hand the artifacts
+    to torch; call it before the step's first call. A missing, foreign (not signed by
+    this user, unless ``trust_code``), corrupted or unreadable file is skipped with the
+    reason (the compile then runs as it would have)."""
     source = Path(path)
+    root = Path(into)
+    if root.resolve() != inductor_cache_dir().resolve():
+        raise ValueError(
+            f"load_compile_cache: {root} is not inductor's cache directory now "
+            f"({inductor_cache_dir()}); call it inside private_inductor_cache()"
+        )
     try:
         with zipfile.ZipFile(source) as archive:
+            if archive.getinfo(_META).file_size > _MAX_META_BYTES:
+                return CacheLoad(False, reason=f"compile cache at {source}: meta.json too large")
             meta = json.loads(archive.read(_META))
-            members = {name: archive.read(name) for name in archive.namelist() if name != _META}
+            status = "ok" if trust_code else signature_status(meta)
+            if status != "ok":
+                return CacheLoad(
+                    False,
+                    reason=f"compile cache at {source} is not this user's ({status}); "
+                    "it holds native code and pickles, so it is not loaded (--trust-code "
+                    "loads it)",
+                )
+            digests = meta.get("sha256") if isinstance(meta, dict) else None
+            names = [name for name in archive.namelist() if name != _META]
+            if not isinstance(digests, dict) or set(digests) != set(names):
+                return CacheLoad(False, reason=f"compile cache at {source} lists other members")
+            members = {name: archive.read(name) for name in names}
     except FileNotFoundError:
         return CacheLoad(False, reason=f"no compile cache at {source}")
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile) as err:
         return CacheLoad(False, reason=f"unreadable compile cache at {source}: {err}")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
@@ -173,13 +238,9 @@ def load_compile_cache(path: str | os.PathLike[str]) -> CacheLoad:
             return CacheLoad(
                 False, reason=f"compile cache made with {key} {meta.get(key)}, this is {value}"
             )
-    digests = meta.get("sha256", {})
-    if not isinstance(digests, dict) or set(digests) != set(members):
-        return CacheLoad(False, reason=f"compile cache at {source} lists other members")
     for name, data in members.items():
         if digests[name] != hashlib.sha256(data).hexdigest():
             return CacheLoad(False, reason=f"compile cache member {name} fails its sha256")
-    root = inductor_cache_dir()
     placed = 0
     for name, data in members.items():
         if not name.startswith(_KERNELS):
@@ -187,6 +248,8 @@ def load_compile_cache(path: str | os.PathLike[str]) -> CacheLoad:
         relative = Path(name[len(_KERNELS) :])
         if relative.is_absolute() or ".." in relative.parts or len(relative.parts) != 2:
             return CacheLoad(False, reason=f"compile cache member {name} has an unsafe path")
+        if not relative.name.endswith(".so"):
+            return CacheLoad(False, reason=f"compile cache member {name} is not a kernel")
         target = root / relative
         if not target.exists():  # content-addressed: an existing file is the same kernel
             _write_atomic(target, data)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
+from purestep._trust import import_allowed
 from purestep.data.datasets import DATASETS, DataSplit, as_split
 from purestep.models import MODELS
 from purestep.optim import apply_if_finite, chain, clip_by_global_norm, from_torch, multi_steps
@@ -52,6 +53,7 @@ __all__ = [
     "build_torch_optimizer",
     "build_torch_scheduler",
     "call_with_section",
+    "import_paths",
     "infer_task",
     "resolve_device",
     "resolve_name",
@@ -78,16 +80,30 @@ LOSSES: dict[str, Callable[..., Any]] = {
 
 def add_import_paths(*dirs: str | Path) -> None:
     """Let ``"package.module:function"`` names import from these directories (the current
-    directory and the config's), as ``python -m`` would for the current one."""
+    directory and the config's). They are searched *after* the installed libraries: a
+    ``tqdm.py`` or ``plots.py`` beside a config never shadows a library purestep uses."""
     for d in dirs:
         path = str(Path(d).resolve())
+        if path not in _IMPORT_PATHS:
+            _IMPORT_PATHS.append(path)
         if path not in sys.path:
-            sys.path.insert(0, path)
+            sys.path.append(path)
+
+
+# The folders add_import_paths made importable in this process, in order: a run records
+# them in meta.json so that its module:function names rebuild from any working directory.
+_IMPORT_PATHS: list[str] = []
+
+
+def import_paths() -> list[str]:
+    """The folders ``add_import_paths`` added (absolute), in the order they were added."""
+    return list(_IMPORT_PATHS)
 
 
 def resolve_name(name: str, registry: Mapping[str, Any], section: str) -> Any:
     """A built-in by name, or the attribute ``function`` of ``package.module``."""
     if ":" in name:
+        import_allowed(name, section)  # a foreign run's config imports nothing
         module_name, _, attr = name.partition(":")
         try:
             module = importlib.import_module(module_name)

@@ -42,6 +42,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from purestep._io import fsync_dir, fsync_file, write_atomic
+from purestep._trust import sign_json, signature_status
 from purestep.core.serialize import state_from_tensors, state_to_tensors
 from purestep.core.state import TrainState
 from purestep.core.step import TrainStep
@@ -60,7 +61,11 @@ __all__ = [
 FORMAT_VERSION = 1
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
-_STEP_DIR = re.compile(r"^step-(\d{8,})$")
+# Step numbers have 8 to 19 digits (int64): a pointer naming a 5,000-digit "step" is junk.
+_STEP_DIR = re.compile(r"^step-(\d{8,19})$")
+# meta.json holds the history (a few hundred bytes an epoch): 64 MiB is far past any run's.
+_MAX_META_BYTES = 64 << 20
+_MAX_POINTER_BYTES = 4096
 _STATE_PREFIXES = ("params/", "buffers/", "opt_state/")
 _STATE_KEYS = ("step", "rng")
 
@@ -290,7 +295,7 @@ class Checkpointer:
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "sha256": {STATE_FILE: _sha256(state_path)},
             }
-            write_atomic(tmp / META_FILE, (json.dumps(meta, indent=1) + "\n").encode())
+            write_atomic(tmp / META_FILE, (json.dumps(_signed(meta), indent=1) + "\n").encode())
             fsync_dir(tmp)
             target = self.directory / name
             trash = None
@@ -329,6 +334,33 @@ class Checkpointer:
                 shutil.rmtree(d, ignore_errors=True)
 
 
+_unsigned_warned = [False]
+
+
+def _signed(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` signed with this user's key (``purestep._trust``), so that this user's
+    tools trust its config later; unsigned (foreign to every reader, which is safe) with
+    one warning when the key cannot be created."""
+    try:
+        return sign_json(meta)
+    except OSError as err:
+        if not _unsigned_warned[0]:
+            _unsigned_warned[0] = True
+            import sys
+
+            print(f"purestep: checkpoints are saved unsigned: {err}", file=sys.stderr)
+        return meta
+
+
+def meta_trust(directory: Path, meta: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether ``meta`` (the ``meta.json`` of the step directory ``directory``) was signed
+    by this user, and if not, a phrase naming the file and why it is foreign."""
+    status = signature_status(meta)
+    if status == "ok":
+        return True, ""
+    return False, f"{directory / META_FILE} ({status}: not written by this user's purestep)"
+
+
 def _step_dirs(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
@@ -338,7 +370,11 @@ def _step_dirs(directory: Path) -> list[Path]:
 
 def _read_pointer(path: Path) -> Path | None:
     try:
-        name = path.read_text().strip()
+        with path.open("rb") as f:
+            raw = f.read(_MAX_POINTER_BYTES + 1)
+        if len(raw) > _MAX_POINTER_BYTES:
+            return None
+        name = raw.decode("utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
     if not _STEP_DIR.match(name):
@@ -372,7 +408,13 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The step directory ``path`` names: a step directory, a ``latest``/``best`` pointer
     file, a ``checkpoints`` directory or a run directory (its ``best`` if it has one, else
     its ``latest``)."""
-    p = Path(path)
+    try:
+        return _resolve_checkpoint(Path(path))
+    except OSError as err:  # a name too long, a loop of symlinks, a permission ...
+        raise CheckpointError(f"{str(path)[:200]!r}: cannot read ({err.strerror or err})") from None
+
+
+def _resolve_checkpoint(p: Path) -> Path:
     if not p.exists():
         raise CheckpointError(f"{str(p)!r}: no such checkpoint (file or directory)")
     if p.is_file():
@@ -403,15 +445,24 @@ def read_meta(directory: Path) -> dict[str, Any]:
     """``meta.json`` of a step directory, checked for what a load needs."""
     path = directory / META_FILE
     try:
-        meta = json.loads(path.read_text())
+        with path.open("rb") as f:
+            raw = f.read(_MAX_META_BYTES + 1)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing (incomplete checkpoint?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except OSError as err:
+        raise CheckpointError(f"{path}: not readable ({err.strerror or err})") from None
+    if len(raw) > _MAX_META_BYTES:
+        raise CheckpointError(f"{path}: larger than {_MAX_META_BYTES >> 20} MiB (not a meta.json)")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not readable JSON ({err})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not readable JSON (nested too deeply)") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     version = meta.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(f"{path}: no format_version (not a purestep checkpoint?)")
     if version > FORMAT_VERSION:
         raise CheckpointError(
@@ -422,7 +473,53 @@ def read_meta(directory: Path) -> dict[str, Any]:
     missing = [k for k in (*required, "finished", "stop_reason", "sha256") if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: missing keys {missing}")
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     return meta
+
+
+def _is_int(value: Any, low: int = 0, high: int = 2**63 - 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _meta_problem(meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with the types of ``meta``'s entries (a meta.json is data from
+    anywhere: every value a load uses is checked before it is used), or None."""
+    for key in ("epoch", "batch", "step", "bad_epochs"):
+        if not _is_int(meta[key]):
+            return f"{key!r} must be an integer in [0, 2**63), got {meta[key]!r:.80}"
+    if not _is_number(meta["seconds"]):
+        return f"'seconds' must be a number, got {meta['seconds']!r:.80}"
+    if not isinstance(meta["finished"], bool):
+        return f"'finished' must be true or false, got {meta['finished']!r:.80}"
+    if meta["stop_reason"] is not None and not isinstance(meta["stop_reason"], str):
+        return f"'stop_reason' must be a string or null, got {meta['stop_reason']!r:.80}"
+    history = meta["history"]
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        return "'history' must be a list of epoch records (objects)"
+    for record in history:
+        if not _is_int(record.get("epoch"), 1) or not _is_int(record.get("step")):
+            return f"'history' record {str(record)[:80]} has no integer epoch and step"
+    best = meta["best"]
+    if not isinstance(best, dict) or not {"value", "epoch"} <= set(best):
+        return "'best' must be an object with 'value' and 'epoch'"
+    if best["value"] is not None and not _is_number(best["value"]):
+        return f"'best.value' must be a number or null, got {best['value']!r:.80}"
+    if best["epoch"] is not None and not _is_int(best["epoch"]):
+        return f"'best.epoch' must be an integer or null, got {best['epoch']!r:.80}"
+    sha = meta["sha256"]
+    if not isinstance(sha, dict) or not all(
+        isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in sha.values()
+    ):
+        return "'sha256' must map file names to hex sha256 digests"
+    if "config" in meta and not isinstance(meta["config"], dict):
+        return f"'config' must be an object, got {type(meta['config']).__name__}"
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) -> Checkpoint:
@@ -436,7 +533,11 @@ def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) 
     expected = meta["sha256"].get(STATE_FILE) if isinstance(meta["sha256"], dict) else None
     if expected is None:
         raise CheckpointError(f"{directory / META_FILE}: no sha256 for {STATE_FILE}")
-    if _sha256(state_path) != expected:
+    try:
+        actual = _sha256(state_path)
+    except OSError as err:
+        raise CheckpointError(f"{state_path}: not readable ({err.strerror or err})") from None
+    if actual != expected:
         raise CheckpointError(
             f"{state_path}: checksum mismatch with meta.json (the file is corrupted, truncated "
             "or was modified)"
@@ -444,14 +545,15 @@ def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) 
     try:
         with safe_open(str(state_path), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError) as err:
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError, MemoryError) as err:
+        # safetensors checks the header (its length, offsets, dtypes) before any tensor
         raise CheckpointError(f"{state_path}: not a valid safetensors file ({err})") from None
     state_tensors = {
         k: v for k, v in tensors.items() if k.startswith(_STATE_PREFIXES) or k in _STATE_KEYS
     }
     try:
         state = state_from_tensors(state_tensors, like)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(
             f"{state_path}: does not fit this model and optimizer: {err}"
         ) from None
@@ -460,7 +562,7 @@ def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) 
             raise CheckpointError(f"{state_path}: no {key!r} (not a training checkpoint?)")
     try:
         loop = LoopState.restore(meta, tensors)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
         if isinstance(err, CheckpointError):
             raise
         raise CheckpointError(f"{directory / META_FILE}: malformed ({err!r})") from None

@@ -26,6 +26,7 @@ arguments for the function or torch class they name (checked when it is built, s
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -404,9 +405,41 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    # Paths in the file are relative to its folder; paths typed in a --set, to the
+    # working directory (where the command line was typed).
+    raw = resolve_relative_paths(raw, path.parent)
     if overrides:
-        raw = apply_overrides(raw, overrides)
+        raw = resolve_relative_paths(apply_overrides(raw, overrides), Path.cwd())
     return parse_config(raw)
+
+
+# The keys that name files, by section: the built-in datasets' files and folders, and the
+# checkpoint a run starts from. (A user's data function gets its keys as written.)
+_PATH_KEYS: dict[str, dict[str | None, tuple[str, ...]]] = {
+    "data": {"csv": ("path",), "text": ("path",), "image_folder": ("root",)},
+    "train": {None: ("init_from",)},
+}
+
+
+def resolve_relative_paths(raw: Any, base: str | Path) -> Any:
+    """``raw`` with each relative path a config names (``_PATH_KEYS``) made absolute from
+    ``base``, the config file's folder, so that a config means the same files from any
+    working directory, and the run directory it writes (config.yaml, meta.json) rebuilds
+    from anywhere."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for section, by_name in _PATH_KEYS.items():
+        node = out.get(section)
+        if not isinstance(node, dict):
+            continue
+        keys = by_name.get(node.get("name")) if None not in by_name else by_name[None]
+        for key in keys or ():
+            value = node.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                node = {**node, key: os.path.normpath(os.path.join(os.path.abspath(base), value))}
+        out[section] = node
+    return out
 
 
 def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:

@@ -35,8 +35,7 @@ from torch.func import functional_call
 from purestep.core.state import TrainState
 from purestep.data.datasets import Standardizer
 from purestep.train.checkpoint import CheckpointError, load_checkpoint, read_meta
-from purestep.train.config import parse_config
-from purestep.train.run import Experiment, build_experiment
+from purestep.train.run import Experiment
 
 __all__ = ["PredictError", "Predictor", "load_predictor", "parse_feature_args"]
 
@@ -306,22 +305,35 @@ def _classification(probs: list[tuple[str, float]], top: int) -> dict[str, Any]:
 
 
 def load_predictor(
-    checkpoint: str | Path, *, device: str | None = None, like: Predictor | None = None
+    checkpoint: str | Path,
+    *,
+    device: str | None = None,
+    like: Predictor | None = None,
+    trust_code: bool = False,
 ) -> Predictor:
     """The checkpoint ``checkpoint`` names (a step directory, a pointer, a run directory:
     its best), with its model and data rebuilt from the stored config. ``like``: a
-    predictor of the same run (same stored config), whose experiment is reused."""
-    from purestep.train.checkpoint import resolve_checkpoint
+    predictor of the same run (same stored config), whose experiment is reused.
+    ``trust_code``: build a foreign run's ``module:function`` names too (a run this
+    user's purestep wrote needs no flag; see ``purestep.train.run.stored_experiment``)."""
+    from purestep.train.checkpoint import meta_trust, resolve_checkpoint
+    from purestep.train.run import stored_experiment
 
     directory = resolve_checkpoint(checkpoint)
     meta = read_meta(directory)
     raw = meta.get("config")
     if not isinstance(raw, dict):
         raise CheckpointError(f"{directory / 'meta.json'}: no config stored")
-    if like is not None and like.meta.get("config") == raw:
+    if (
+        like is not None
+        and like.meta.get("config") == raw
+        and (trust_code or meta_trust(directory, meta)[0])
+    ):
         exp = like.exp
     else:
-        exp = build_experiment(parse_config(raw), device=device, compile=False, splits=("train",))
+        exp = stored_experiment(
+            directory, meta, trust_code=trust_code, device=device, splits=("train",)
+        )
     loaded = load_checkpoint(directory, exp.train_step)
     scaler_tensors = {
         k.removeprefix(_STANDARDIZER): v

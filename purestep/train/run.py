@@ -17,6 +17,7 @@ directory and prints; every rank loads the checkpoint it resumes from, at any wo
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import shutil
 import time
@@ -30,8 +31,13 @@ import yaml
 from torch import nn
 
 from purestep._io import write_atomic
+from purestep._trust import code_allowed
 from purestep.core.compile import compile as compile_step
-from purestep.core.compile_cache import load_compile_cache, save_compile_cache
+from purestep.core.compile_cache import (
+    load_compile_cache,
+    private_inductor_cache,
+    save_compile_cache,
+)
 from purestep.core.state import TrainState
 from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
 from purestep.data.batching import Batches
@@ -40,10 +46,12 @@ from purestep.optim.hyperparams import lr_tensors
 from purestep.train import distributed
 from purestep.train.build import (
     BuiltOptimizer,
+    add_import_paths,
     build_criterion,
     build_data,
     build_model,
     build_optimizer,
+    import_paths,
     infer_task,
     resolve_device,
     scale_loss,
@@ -55,6 +63,7 @@ from purestep.train.checkpoint import (
     CheckpointError,
     best_checkpoint_of,
     load_checkpoint,
+    meta_trust,
     read_meta,
     resolve_checkpoint,
 )
@@ -299,6 +308,7 @@ def train_run(
     should_stop: Callable[[], bool] | None = None,
     print_fn: Callable[[str], None] = print,
     parallel: DataParallelOptions | None = None,
+    trust_code: bool = False,
 ) -> RunResult:
     """Train ``cfg`` into the run directory ``out`` (see the module docstring).
 
@@ -311,6 +321,9 @@ def train_run(
     Rank 0 alone writes (config, checkpoints, history, TensorBoard, plots, test metrics)
     and prints; all ranks load the checkpoint to resume from, whatever world size wrote
     it, and start from rank 0's state.
+
+    ``trust_code``: a resume loads ``out/compile_cache.zip`` (native code and pickles)
+    even when this user's purestep did not sign it (``purestep._trust``).
     """
     started = time.perf_counter()
     ctx = distributed.context()
@@ -395,7 +408,11 @@ def train_run(
         keep=cfg.checkpoint.keep,
         config=run_cfg,
         extra_tensors=extra_tensors,
-        extra_meta={"task": exp.task, "data": _split_meta(exp.train)}
+        extra_meta={
+            "task": exp.task,
+            "data": _split_meta(exp.train),
+            "import_paths": import_paths(),
+        }
         | ({"distributed": _job_meta(ctx)} if ctx.distributed else {}),
         writer=ctx.is_main,
     )
@@ -453,8 +470,12 @@ def train_run(
     # fresh machine (or after the caches were cleaned) skips inductor's code generation.
     cache_file = out / "compile_cache.zip"
     compiled = exp.train_step.compiled
-    if compiled and source is not None:
-        loaded = load_compile_cache(cache_file)
+    # The run's caches go into a private inductor cache directory for the rest of the
+    # run, never the user's global one (closed after training, below).
+    cache_scope = contextlib.ExitStack()
+    if compiled and source is not None and cache_file.is_file():
+        private = cache_scope.enter_context(private_inductor_cache())
+        loaded = load_compile_cache(cache_file, private, trust_code=trust_code)
         print_fn(
             f"compile cache: {loaded.kernels} kernels from {cache_file}"
             if loaded
@@ -509,6 +530,7 @@ def train_run(
     finally:
         for logger in loggers:
             logger.close()
+        cache_scope.close()
     if ctx.distributed:  # rank 0's last checkpoint is complete before anyone goes on
         distributed.barrier("finishing training")
     if cfg.log.csv and ctx.is_main:
@@ -609,18 +631,56 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=1)
 
 
-def load_run(
-    checkpoint: str | Path, *, device: str | None = None, compile: bool = False
-) -> tuple[Experiment, Checkpoint]:
-    """The experiment a checkpoint was trained with (its stored config) and the loaded
-    checkpoint. The data is rebuilt from the config (same seed, same splits)."""
-    directory = resolve_checkpoint(checkpoint)
-    meta = read_meta(directory)
+def stored_experiment(
+    directory: Path,
+    meta: Mapping[str, Any],
+    *,
+    trust_code: bool,
+    device: str | None = None,
+    compile: bool = False,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> Experiment:
+    """The experiment of the config stored in ``meta`` (the ``meta.json`` of the step
+    directory ``directory``). The trust rule (``purestep._trust``): a config this user's
+    purestep signed builds as written; a foreign one builds built-in names only, and any
+    ``module:function`` it names is an ``UntrustedCodeError`` before anything is imported,
+    unless ``trust_code``."""
     raw = meta.get("config")
     if not isinstance(raw, dict):
         raise CheckpointError(f"{directory / 'meta.json'}: no config stored")
-    cfg = parse_config(raw)
-    exp = build_experiment(cfg, device=device, compile=compile)
+    trusted, why = meta_trust(directory, meta)
+    with code_allowed(trusted or trust_code, why):
+        if trusted or trust_code:
+            add_import_paths(*_import_dirs(meta))
+        cfg = parse_config(raw)
+        return build_experiment(cfg, device=device, compile=compile, splits=splits)
+
+
+def _import_dirs(meta: Mapping[str, Any]) -> list[str]:
+    """The folders a run's ``module:function`` names were imported from (its config's
+    folder and working directory, recorded in meta.json), so that a trusted run rebuilds
+    from any working directory."""
+    dirs = meta.get("import_paths")
+    if not isinstance(dirs, list):
+        return []
+    return [d for d in dirs if isinstance(d, str) and Path(d).is_absolute() and Path(d).is_dir()]
+
+
+def load_run(
+    checkpoint: str | Path,
+    *,
+    device: str | None = None,
+    compile: bool = False,
+    trust_code: bool = False,
+) -> tuple[Experiment, Checkpoint]:
+    """The experiment a checkpoint was trained with (its stored config) and the loaded
+    checkpoint. The data is rebuilt from the config (same seed, same splits).
+
+    ``trust_code``: build a foreign run's ``module:function`` names too (see
+    ``stored_experiment``; a run this user's purestep wrote needs no flag)."""
+    directory = resolve_checkpoint(checkpoint)
+    meta = read_meta(directory)
+    exp = stored_experiment(directory, meta, trust_code=trust_code, device=device, compile=compile)
     loaded = load_checkpoint(directory, exp.train_step)
     return exp, Checkpoint(
         loaded.state.to(exp.device), loaded.loop, loaded.meta, loaded.extra, loaded.path
@@ -628,10 +688,15 @@ def load_run(
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, *, split: str = "val", device: str | None = None
+    checkpoint: str | Path,
+    *,
+    split: str = "val",
+    device: str | None = None,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
-    """Loss and the config's metrics of a checkpoint on one split of its data."""
-    exp, loaded = load_run(checkpoint, device=device)
+    """Loss and the config's metrics of a checkpoint on one split of its data
+    (``trust_code``: as in ``load_run``)."""
+    exp, loaded = load_run(checkpoint, device=device, trust_code=trust_code)
     data = {
         "train": _eval_batches(exp.train, exp.cfg, exp.device),
         "val": exp.val_data,

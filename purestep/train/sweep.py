@@ -50,8 +50,16 @@ from purestep.train._members import (
     StepCache,
     run_members,
 )
+from purestep.train.build import import_paths
 from purestep.train.checkpoint import Checkpointer
-from purestep.train.config import Config, ConfigError, apply_overrides, config_to_dict, parse_config
+from purestep.train.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_to_dict,
+    parse_config,
+    resolve_relative_paths,
+)
 from purestep.train.fit import evaluate
 from purestep.train.loggers import write_history
 
@@ -96,6 +104,7 @@ def base_config(config: Config | Mapping[str, Any] | str | os.PathLike[str]) -> 
             raise ConfigError(f"cannot read config {str(path)!r}: {err.strerror}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raw = resolve_relative_paths(raw, path.parent)  # files relative to the config
         parse_config(raw)
         return dict(raw)
     raise TypeError(f"config must be a Config, a mapping or a path, got {type(config).__name__}")
@@ -314,6 +323,7 @@ def write_run(member: MemberResult, out: Path, *, plots: bool) -> None:
                 "classes": list(split.classes) if split.classes else None,
                 "info": split.info,
             },
+            "import_paths": import_paths(),
         },
     )
     assert member.last is not None

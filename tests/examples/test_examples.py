@@ -23,9 +23,9 @@ EXAMPLES = REPO / "examples"
 
 @pytest.fixture(autouse=True)
 def _in_repo(monkeypatch):
-    # Configs name their data relative to the repo root (examples/house_prices.csv,
-    # examples.tutorial_data:...), as the README runs them; scripts import tutorial_data
-    # from their own directory.
+    # Configs import examples.tutorial_data from the repo root, as the README runs them
+    # (their data files are relative to examples/); scripts import tutorial_data from
+    # their own directory.
     monkeypatch.chdir(REPO)
     monkeypatch.syspath_prepend(str(EXAMPLES))
 
