@@ -1,5 +1,6 @@
 """Training on top of the pure step: ``fit``, checkpoints, metrics, loggers, run configs."""
 
+from purestep._trust import UntrustedCodeError
 from purestep.train.checkpoint import (
     Checkpoint,
     Checkpointer,
@@ -18,7 +19,8 @@ from purestep.train.fit import (
     fit,
 )
 from purestep.train.metrics import MetricSet, make_metrics
-from purestep.train.run import build_experiment, evaluate_checkpoint, train_run
+from purestep.train.predict import Predictor, load_predictor
+from purestep.train.run import build_experiment, evaluate_checkpoint, load_run, train_run
 from purestep.train.sweep import SweepResult, sweep
 from purestep.train.tune import TuneResult, tune
 
@@ -33,15 +35,19 @@ __all__ = [
     "LoopState",
     "MetricSet",
     "NonFiniteLossError",
+    "Predictor",
     "SweepResult",
     "TrainingInterrupted",
     "TuneResult",
+    "UntrustedCodeError",
     "build_experiment",
     "evaluate",
     "evaluate_checkpoint",
     "fit",
     "load_checkpoint",
     "load_config",
+    "load_predictor",
+    "load_run",
     "make_metrics",
     "parse_config",
     "resolve_checkpoint",

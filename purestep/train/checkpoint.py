@@ -432,9 +432,20 @@ def _resolve_checkpoint(p: Path) -> Path:
         if not directory.is_dir():
             continue
         for name in ("best", "latest"):
-            target = _read_pointer(directory / name)
-            if target is not None and target.is_dir():
-                return target
+            pointer = directory / name
+            if not pointer.exists() and not pointer.is_symlink():
+                continue
+            # A pointer is written atomically: one that names nothing was tampered with
+            # or damaged, and is refused rather than silently read past.
+            target = _read_pointer(pointer) if pointer.is_file() else None
+            if target is None:
+                raise CheckpointError(
+                    f"{pointer}: not a pointer file naming a step directory (damaged?); "
+                    "pass a step directory as the checkpoint"
+                )
+            if not target.is_dir():
+                raise CheckpointError(f"{pointer} names {target.name}, which does not exist")
+            return target
         steps = _step_dirs(directory)
         if steps:
             return steps[-1]

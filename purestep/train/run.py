@@ -31,7 +31,7 @@ import yaml
 from torch import nn
 
 from purestep._io import write_atomic
-from purestep._trust import code_allowed
+from purestep._trust import UntrustedCodeError, code_allowed
 from purestep.core.compile import compile as compile_step
 from purestep.core.compile_cache import (
     load_compile_cache,
@@ -652,8 +652,11 @@ def stored_experiment(
     with code_allowed(trusted or trust_code, why):
         if trusted or trust_code:
             add_import_paths(*_import_dirs(meta))
-        cfg = parse_config(raw)
-        return build_experiment(cfg, device=device, compile=compile, splits=splits)
+        try:
+            cfg = parse_config(raw)
+            return build_experiment(cfg, device=device, compile=compile, splits=splits)
+        except (ConfigError, UntrustedCodeError) as err:  # name the file the config is in
+            raise type(err)(f"{directory / 'meta.json'}: config: {err}") from None
 
 
 def _import_dirs(meta: Mapping[str, Any]) -> list[str]:
