@@ -455,6 +455,8 @@ def _resolve_checkpoint(p: Path) -> Path:
 def read_meta(directory: Path) -> dict[str, Any]:
     """``meta.json`` of a step directory, checked for what a load needs."""
     path = directory / META_FILE
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+        raise CheckpointError(f"{path}: not a regular file")
     try:
         with path.open("rb") as f:
             raw = f.read(_MAX_META_BYTES + 1)
