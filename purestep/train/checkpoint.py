@@ -516,8 +516,9 @@ def _meta_problem(meta: Mapping[str, Any]) -> str | None:
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         return "'history' must be a list of epoch records (objects)"
     for record in history:
-        if not _is_int(record.get("epoch"), 1) or not _is_int(record.get("step")):
-            return f"'history' record {str(record)[:80]} has no integer epoch and step"
+        for key in ("epoch", "step"):
+            if key in record and not _is_int(record[key]):
+                return f"'history' record {str(record)[:80]}: {key} is not an integer >= 0"
     best = meta["best"]
     if not isinstance(best, dict) or not {"value", "epoch"} <= set(best):
         return "'best' must be an object with 'value' and 'epoch'"
