@@ -9,25 +9,59 @@ state, metrics = train_step(state, (x, y))
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING
 
-from purestep import core, data, distributed, optim, parity, train
-from purestep.core import (
-    EvalStep,
-    TrainState,
-    TrainStep,
-    compile,
-    load_state,
-    load_state_into,
-    make_eval_step,
-    make_train_step,
-    rng_key,
-    rng_scope,
-    save_state,
-    stack_states,
-    unstack_state,
-    vmap,
-)
-from purestep.train import fit, sweep, tune
+from purestep._lazy import lazy_exports as _lazy_exports
+
+# Every public name and where it lives; each is imported on first use (``import purestep``
+# alone imports no torch: ``purestep --help`` starts in a fraction of ``import torch``).
+_EXPORTS = {
+    **{
+        name: "purestep.core"
+        for name in (
+            "EvalStep",
+            "TrainState",
+            "TrainStep",
+            "compile",
+            "load_state",
+            "load_state_into",
+            "make_eval_step",
+            "make_train_step",
+            "rng_key",
+            "rng_scope",
+            "save_state",
+            "stack_states",
+            "unstack_state",
+            "vmap",
+        )
+    },
+    **{name: "purestep.train" for name in ("fit", "sweep", "tune")},
+    **{
+        name: f"purestep.{name}"
+        for name in ("core", "data", "distributed", "optim", "parity", "train")
+    },
+}
+__getattr__, __dir__ = _lazy_exports("purestep", globals(), _EXPORTS)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from purestep import core, data, distributed, optim, parity, train
+    from purestep.core import (
+        EvalStep,
+        TrainState,
+        TrainStep,
+        compile,
+        load_state,
+        load_state_into,
+        make_eval_step,
+        make_train_step,
+        rng_key,
+        rng_scope,
+        save_state,
+        stack_states,
+        unstack_state,
+        vmap,
+    )
+    from purestep.train import fit, sweep, tune
 
 try:  # the one version source is pyproject.toml, read from the installed metadata
     __version__ = _version("purestep")

@@ -16,6 +16,10 @@ from pathlib import Path
 
 from purestep._argtypes import positive_int
 
+# torch threads for every variant (the runner's default too; defined here, where the
+# command line reads it, so that `purestep bench --help` imports no torch).
+DEFAULT_THREADS = 2
+
 __all__ = ["add_arguments", "main", "run", "variant_names"]
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -43,8 +47,6 @@ def variant_names(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``purestep bench``."""
-    from purestep.bench.runner import DEFAULT_THREADS  # cheap: no torch work at import
-
     parser.add_argument(
         "--workloads",
         default=None,

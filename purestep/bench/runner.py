@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from purestep.bench.command import DEFAULT_THREADS
 from purestep.bench.isolate import Isolated
 from purestep.bench.monitor import LoadMonitor
 from purestep.bench.timing import InProcess, Runner, Spec
@@ -35,8 +36,6 @@ __all__ = [
     "ratio",
     "run_benchmarks",
 ]
-
-DEFAULT_THREADS = 2
 
 
 @dataclass
