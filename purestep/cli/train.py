@@ -230,7 +230,8 @@ def register(sub: Any) -> None:
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="compile the pure step (default: train.compile)",
+        help="compile the pure step, or not (default: train.compile, whose default auto "
+        "compiles when it pays for itself on this run)",
     )
     dist = train_parser.add_argument_group(
         "data-parallel (under torchrun --nproc-per-node N -m purestep train ...)"

@@ -164,6 +164,7 @@ class _Group:
     exp: Experiment  # the first member's: model structure, steps, metrics
     members: list[_Member]
     data: dict[str, _Data]
+    auto_compile: bool | None = None  # what train.compile: auto decided for the group
 
     @property
     def metrics(self) -> MetricSet | None:
@@ -419,6 +420,28 @@ class _Vmapped:
 # -- planning ----------------------------------------------------------------------------
 
 
+def _compiled(group: _Group) -> bool:
+    """Whether the group's steps compile: ``train.compile`` as set, or ``auto`` decided
+    once per group (``purestep.train.compile_choice``) over all its members' steps."""
+    setting = group.cfg.train.compile
+    if isinstance(setting, bool):
+        return setting
+    if group.auto_compile is None:
+        from purestep.train.compile_choice import decide_compile, time_eager_step
+
+        m = group.members[0]
+        data = group.data[m.data_key]
+        batch = next(iter(data.train_data.epoch(0)))
+        steps = group.cfg.train.epochs * len(data.train_data) * len(group.members)
+        group.auto_compile = decide_compile(
+            steps=steps,
+            eager_step_s=time_eager_step(group.exp.train_step, m.state, batch),
+            n_tensors=len(m.state.params) + len(m.state.buffers),
+            warm=False,
+        ).compile
+    return group.auto_compile
+
+
 def _first_batches(group: _Group) -> dict[str, Any]:
     return {k: next(iter(d.train_data.epoch(0))) for k, d in group.data.items()}
 
@@ -473,7 +496,7 @@ def _plan(
 ) -> tuple[str, int, str, dict[str, float] | None, bool]:
     """``(plan, chunk, reason, probe, random)`` for a group."""
     k = len(group.members)
-    compiled = group.cfg.train.compile
+    compiled = _compiled(group)
     batches = _first_batches(group)
     random = _draws_random(group, batches)
     if k == 1 or chunk == 1:
@@ -525,7 +548,7 @@ def _exact(plan: str, compiled: bool, random: bool) -> str:
 def _executor(
     group: _Group, plan: str, chunk: int, random: bool, cache: StepCache | None
 ) -> _Sequential | _Vmapped:
-    compiled = group.cfg.train.compile
+    compiled = _compiled(group)
     gkey = group_key_of(group)
     steps = cache.steps.get(gkey) if cache is not None else None
     if steps is None:
@@ -773,7 +796,7 @@ def run_members(
     reports: list[GroupReport] = []
     for group in groups:
         plan, n, reason, probe, random = _plan(group, chunk, cache)
-        compiled = group.cfg.train.compile
+        compiled = _compiled(group)
         report = GroupReport(
             group.index,
             [m.result.index for m in group.members],

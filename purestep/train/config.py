@@ -206,7 +206,8 @@ class SchedulerConfig(_OpenSection):
 class TrainConfig(_Section):
     epochs: PositiveInt = 5
     seed: Int = 0
-    compile: StrictBool = True
+    # auto: compile when it pays for itself on this run (purestep.train.compile_choice)
+    compile: StrictBool | Literal["auto"] = "auto"
     device: Literal["cpu", "cuda", "auto"] = "auto"
     clip_grad_norm: Annotated[float, BeforeValidator(_no_bool), Field(gt=0)] | None = None
     accumulation_steps: PositiveInt = 1

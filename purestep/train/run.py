@@ -18,6 +18,7 @@ directory and prints; every rank loads the checkpoint it resumes from, at any wo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import shutil
 import time
@@ -67,6 +68,14 @@ from purestep.train.checkpoint import (
     read_meta,
     resolve_checkpoint,
 )
+from purestep.train.compile_choice import (
+    CompileDecision,
+    decide_compile,
+    remember_compiled,
+    step_fingerprint,
+    time_eager_step,
+    was_compiled_before,
+)
 from purestep.train.config import Config, ConfigError, config_to_dict, parse_config
 from purestep.train.distributed.launch import AgreedStop, DataParallelOptions, QuietProgress
 from purestep.train.efficiency import efficiency
@@ -113,6 +122,14 @@ class Experiment:
     @property
     def standardizer(self) -> Standardizer | None:
         return self.train.standardizer
+
+    def compiled(self) -> Experiment:
+        """This experiment with its train and eval steps compiled (``purestep.compile``)."""
+        if self.train_step.compiled:
+            return self
+        return dataclasses.replace(
+            self, train_step=compile_step(self.train_step), eval_step=compile_step(self.eval_step)
+        )
 
 
 def _eval_batches(split: DataSplit | None, cfg: Config, device: torch.device) -> Batches | None:
@@ -188,7 +205,8 @@ def build_experiment(
         train_step = distributed.data_parallel(
             train_step, bucket_cap_mb=options.bucket_cap_mb, check_every=options.check_every
         )
-    if compile if compile is not None else cfg.train.compile:
+    # train.compile: auto is decided by train_run (it needs the run's length); eager here.
+    if (compile if compile is not None else cfg.train.compile) is True:
         train_step, eval_step = compile_step(train_step), compile_step(eval_step)
     return Experiment(
         cfg,
@@ -337,7 +355,8 @@ def train_run(
     exp = build_experiment(cfg, device=device, compile=compile, parallel=parallel)
     # OUT/config.yaml is the config as run: the command line's --compile/--device included,
     # so `purestep train --config OUT/config.yaml` runs it the same way.
-    run_cfg["train"]["compile"] = bool(cfg.train.compile if compile is None else compile)
+    setting = cfg.train.compile if compile is None else compile
+    run_cfg["train"]["compile"] = setting  # auto: replaced by what it decides, below
     if device is not None:
         run_cfg["train"]["device"] = device
     existing = Checkpointer(ckpt_dir).latest() if ckpt_dir.exists() else None
@@ -386,6 +405,15 @@ def train_run(
         else:
             at = f"epoch {loop.epoch + 1}, batch {loop.batch}, step {loop.step}"
             print_fn(f"resuming from {source} ({at})")
+
+    if setting == "auto":
+        recorded = (source_meta.get("config") or {}).get("train", {}) if source else {}
+        decision = _decide_compile(exp, cfg, state, loop, recorded.get("compile"))
+        if not finished:
+            print_fn(f"train.compile: auto -> {decision.reason}")
+        if decision.compile:
+            exp = exp.compiled()
+        run_cfg["train"]["compile"] = decision.compile
 
     if ctx.distributed:
         # Every rank has read the run directory before rank 0 changes it; all start from
@@ -491,6 +519,8 @@ def train_run(
         if compiled and ctx.is_main and not cache_saved[0]:  # once both steps have compiled
             cache_saved[0] = True
             save_compile_cache(cache_file)
+            # train.compile: auto expects a warm cache next time for this very step.
+            remember_compiled(_step_fingerprint(exp, cfg, next(iter(exp.train_data))))
 
     es = cfg.early_stopping
     early = (
@@ -587,6 +617,53 @@ def train_run(
     for line in lines:
         print_fn(line)
     return RunResult(state, history, out, latest, best, test, seconds)
+
+
+def _decide_compile(
+    exp: Experiment, cfg: Config, state: TrainState, loop: Any, recorded: Any
+) -> CompileDecision:
+    """What ``train.compile: auto`` does on this run (``purestep.train.compile_choice``): a
+    resume repeats what the run being resumed did (its config records the boolean)."""
+    if isinstance(recorded, bool):
+        return CompileDecision(
+            recorded, f"{'compiled' if recorded else 'eager'}, as the run being resumed"
+        )
+    if distributed.context().distributed:  # timing a collective step would need every rank
+        return CompileDecision(
+            True,
+            "compiled: a data-parallel job (auto does not time a collective step; set "
+            "train.compile: false for a short one)",
+        )
+    done = loop.step if loop is not None else 0
+    steps = max(0, cfg.train.epochs * len(exp.train_data) - done)
+    batch = next(iter(exp.train_data))
+    eager_s = time_eager_step(exp.train_step, state, batch)
+    n_tensors = len(state.params) + len(state.buffers)
+    fingerprint = _step_fingerprint(exp, cfg, batch)
+    warm = was_compiled_before(fingerprint)
+    return decide_compile(steps=steps, eager_step_s=eager_s, n_tensors=n_tensors, warm=warm)
+
+
+def _step_fingerprint(exp: Experiment, cfg: Config, batch: Any) -> str:
+    shapes = (
+        [(tuple(t.shape), str(t.dtype)) for t in batch if isinstance(t, torch.Tensor)]
+        if isinstance(batch, tuple | list)
+        else [repr(type(batch))]
+    )
+    return step_fingerprint(
+        [
+            torch.__version__,
+            exp.device.type,
+            exp.model,
+            cfg.optimizer.model_dump(),
+            cfg.loss.model_dump(),
+            cfg.scheduler.model_dump() if cfg.scheduler else None,
+            shapes,
+            cfg.train.accumulation_steps,
+            cfg.train.clip_grad_norm,
+            cfg.metrics,
+        ]
+    )
 
 
 def _best_of(best: Path | None) -> tuple[float, int] | None:
