@@ -33,8 +33,9 @@ def bad_input_types() -> tuple[type[BaseException], ...]:
     from purestep.train.checkpoint import CheckpointError
     from purestep.train.config import ConfigError
     from purestep.train.loggers import MissingExtraError
+    from purestep.train.run_lock import RunDirectoryInUse
 
-    return (ConfigError, CheckpointError, MissingExtraError)
+    return (ConfigError, CheckpointError, MissingExtraError, RunDirectoryInUse)
 
 
 def load(args: argparse.Namespace) -> Any:

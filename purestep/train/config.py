@@ -26,12 +26,15 @@ arguments for the function or torch class they name (checked when it is built, s
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -69,6 +72,14 @@ def _no_bool(value: Any) -> Any:
     # pydantic's lax mode reads `true` as 1: in a config that is a typo, not a number.
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ValueError(f"not a regular expression ({err})") from None
     return value
 
 
@@ -211,6 +222,9 @@ class TrainConfig(_Section):
     accumulation_steps: PositiveInt = 1
     nan_policy: Literal["raise", "skip", "stop"] = "raise"
     log_every: PositiveInt = 50
+    # A new run from another run's parameters and buffers (purestep.train.init_from).
+    init_from: str | None = None
+    init_from_keys: Annotated[str, AfterValidator(_regex)] | None = None
 
 
 class EarlyStoppingConfig(_Section):
@@ -404,9 +418,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    raw = _paths_from(raw, path.parent)
     if overrides:
         raw = apply_overrides(raw, overrides)
     return parse_config(raw)
+
+
+def _paths_from(raw: Any, folder: Path) -> Any:
+    """``raw`` with its relative ``train.init_from`` read from ``folder`` (the config
+    file's), as an absolute path: the run's config.yaml then names it from anywhere."""
+    train = raw.get("train") if isinstance(raw, Mapping) else None
+    if not isinstance(train, Mapping):
+        return raw
+    init_from = train.get("init_from")
+    if not isinstance(init_from, str) or not init_from:
+        return raw
+    absolute = os.path.abspath(folder / os.path.expanduser(init_from))
+    return {**raw, "train": {**train, "init_from": absolute}}
 
 
 def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:
