@@ -221,8 +221,8 @@ def register(sub: Any) -> None:
         default=None,
         metavar="PATH",
         help="start a new run from this checkpoint's parameters and buffers (a run directory: "
-        "its latest; a step directory or pointer file); fresh optimizer state, step, random "
-        "key and history (train.init_from)",
+        "its best, else its latest; a step directory or pointer file); fresh optimizer state, "
+        "step, random key and history (train.init_from)",
     )
     train_parser.add_argument(
         "--init-from-keys",

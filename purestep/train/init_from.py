@@ -1,13 +1,13 @@
 """Warm starts: a new run from another run's parameters and buffers.
 
 ``purestep train --init-from PATH`` (YAML ``train.init_from``) starts a new run from the
-checkpoint ``PATH`` names: a run directory (its ``latest``), a ``checkpoints`` directory,
-a step directory or a ``latest``/``best`` pointer file. Its parameters and buffers replace
-the new model's initial values; the optimizer state (initialised over the loaded
-parameters), the step, the random key and the history start fresh, so the config may
-differ in anything but the shapes of what is loaded. ``--init-from-keys REGEX``
-(``train.init_from_keys``) loads only the tensors whose names (as
-``model.named_parameters()``/``named_buffers()`` give them) it matches
+checkpoint ``PATH`` names: a run directory (its ``best``, else its ``latest``: the model
+``evaluate`` and ``predict`` read), a step directory or a ``latest``/``best`` pointer
+file. Its parameters and buffers replace the new model's initial values; the optimizer
+state (initialised over the loaded parameters), the step, the random key and the history
+start fresh, so the config may differ in anything but the shapes of what is loaded.
+``--init-from-keys REGEX`` (``train.init_from_keys``) loads only the tensors whose names
+(as ``model.named_parameters()``/``named_buffers()`` give them) it matches
 (``re.search``): the others keep their initial values, and are listed.
 
 Only tensors are read from the source: its ``state.safetensors``, checked against the
@@ -36,7 +36,6 @@ from purestep.core.state import TrainState
 from purestep.train.checkpoint import (
     META_FILE,
     STATE_FILE,
-    Checkpointer,
     CheckpointError,
     resolve_checkpoint,
 )
@@ -78,16 +77,11 @@ class WarmStart:
 
 
 def resolve_init_from(path: str | os.PathLike[str]) -> Path:
-    """The step directory ``path`` names: a run or ``checkpoints`` directory (its
-    ``latest``), a step directory or a pointer file."""
-    p = Path(path)
-    if p.is_dir():
-        for directory in (p / "checkpoints", p):
-            if (directory / "latest").is_file() or any(directory.glob("step-*")):
-                latest = Checkpointer(directory).latest()
-                if latest is not None:
-                    return latest
-    return resolve_checkpoint(p)
+    """The step directory ``path`` names, as ``evaluate`` and ``predict`` read it: a run
+    or ``checkpoints`` directory (its ``best`` if it has one, the model the run keeps,
+    else its ``latest``), a step directory or a pointer file (``.../checkpoints/latest``
+    for the last state of a run that kept an earlier best)."""
+    return resolve_checkpoint(path)
 
 
 def _sha256(path: Path) -> str:

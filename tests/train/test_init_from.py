@@ -210,14 +210,18 @@ def test_only_tensors_are_read_from_the_source(source, tmp_path):
     assert torch.equal(model[2].weight, torch.zeros_like(before))
 
 
-def test_resolve_init_from(source, tmp_path):
+def test_a_run_directory_means_its_best(source, tmp_path):
+    """As ``evaluate`` and ``predict`` read it: the model the run keeps; a pointer or a
+    step directory names another."""
     _, src = source
-    latest = _latest(src)
-    first = src / "checkpoints" / "step-00000004"
-    (src / "checkpoints" / "best").read_text()  # the source has a best pointer too
-    assert resolve_init_from(src) == latest  # a run directory: its latest
-    assert resolve_init_from(src / "checkpoints") == latest
-    assert resolve_init_from(first) == first
-    assert resolve_init_from(src / "checkpoints" / "latest") == latest
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    ckpts = run / "checkpoints"
+    (ckpts / "best").write_text("step-00000004\n")
+    assert resolve_init_from(run) == ckpts / "step-00000004"
+    assert resolve_init_from(ckpts / "latest") == ckpts / "step-00000008"
+    assert resolve_init_from(ckpts / "step-00000008") == ckpts / "step-00000008"
+    (ckpts / "best").unlink()
+    assert resolve_init_from(run) == ckpts / "step-00000008"
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         resolve_init_from(tmp_path)
