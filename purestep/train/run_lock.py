@@ -108,6 +108,13 @@ def _describe(info: dict[str, Any] | None) -> str:
     return f"{where} ({extra})" if extra else where
 
 
+def _command() -> str:
+    """This process's command line, as a user would have typed it."""
+    if Path(sys.argv[0]).name in ("purestep", "__main__.py"):  # the script, or python -m
+        return " ".join(["purestep", *sys.argv[1:]])
+    return " ".join([Path(sys.executable).name, *sys.argv])
+
+
 @contextlib.contextmanager
 def hold(out: str | os.PathLike[str]) -> Iterator[Path]:
     """Hold the writer's lock on the run directory ``out`` (created if missing) for the
@@ -140,9 +147,7 @@ def hold(out: str | os.PathLike[str]) -> Iterator[Path]:
     info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "command": " ".join(["purestep", *sys.argv[1:]])
-        if Path(sys.argv[0]).name in ("purestep", "__main__.py")
-        else " ".join(sys.argv),
+        "command": _command(),
         "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     data = (json.dumps(info) + "\n").encode()

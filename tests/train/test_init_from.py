@@ -225,3 +225,19 @@ def test_a_run_directory_means_its_best(source, tmp_path):
     assert resolve_init_from(run) == ckpts / "step-00000008"
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         resolve_init_from(tmp_path)
+
+
+def test_sweep_members_start_from_init_from(source):
+    """``ps.sweep`` (and ``tune``) build members as ``train`` builds a run: from the source."""
+    from purestep.train.sweep import sweep
+
+    config, src = source
+    raw = yaml.safe_load(config.read_text())
+    raw["train"] |= {"epochs": 1, "init_from": str(src)}
+    raw["optimizer"] = {"name": "SGD", "lr": 0.0}
+    result = sweep(raw, {"optimizer.momentum": [0.0, 0.9]}, chunk=1, print_fn=None)
+    old = _tensors(src)
+    for member in result.members:
+        assert member.state is not None
+        for name, value in member.state.params.items():
+            assert torch.equal(value, old[f"params/{name}"])

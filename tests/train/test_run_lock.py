@@ -241,3 +241,25 @@ def test_readers_work_while_a_run_holds_the_directory(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["split"] == "val"
     finally:
         h.release()
+
+
+def test_under_torchrun_rank0_holds_the_lock(tmp_path):
+    """A data-parallel job whose OUT another process writes is refused, exit 2 naming the
+    holder (rank 0 asks for the lock; the other rank learns of it and stops too)."""
+    from tests.train.distributed._spawn import torchrun
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(textwrap.dedent(CONFIG.replace('"run_lock_paused:model"', "mlp")))
+    h = Holder(tmp_path / "out")
+    try:
+        done = torchrun(
+            2,
+            ["train", "--config", "cfg.yaml", "--out", "out", "--dist-timeout", "20"],
+            cwd=tmp_path,
+        )
+    finally:
+        h.release()
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output  # rank 0 exits 2, the other 1; torchrun says 1
+    assert f"purestep train (rank 0): out is in use: pid {h.proc.pid} on " in output, output
+    assert not (tmp_path / "out" / "checkpoints").exists()
