@@ -393,6 +393,8 @@ def train_run(
         else:
             at = f"epoch {loop.epoch + 1}, batch {loop.batch}, step {loop.step}"
             print_fn(f"resuming from {source} ({at})")
+            if cfg.train.init_from is not None:
+                print_fn("train.init_from is not used: a resume continues from its checkpoint")
 
     if ctx.distributed:
         # Every rank has read the run directory before rank 0 changes it; all start from

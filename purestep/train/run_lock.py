@@ -120,8 +120,8 @@ def hold(out: str | os.PathLike[str]) -> Iterator[Path]:
     """Hold the writer's lock on the run directory ``out`` (created if missing) for the
     ``with`` block; raises ``RunDirectoryInUse`` at once if another process holds it.
 
-    A directory this call created is removed again if the block leaves it empty (a run
-    refused before it wrote anything leaves no trace)."""
+    The directories this call created (``out`` and missing parents) are removed again if
+    the block leaves them empty (a run refused before it wrote anything leaves no trace)."""
     out = Path(out)
     key = _key(out)
     held = _HELD.get(key)
@@ -132,14 +132,13 @@ def hold(out: str | os.PathLike[str]) -> Iterator[Path]:
         finally:
             held.count -= 1
         return
-    created = not out.exists()
+    # The directories this call creates (OUT and missing parents), innermost first.
+    created = [d for d in (out, *out.parents) if not d.exists()]
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
     fd = _try_lock(path, create=True)
     if fd is None:
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        _remove_empty(created)
         raise RunDirectoryInUse(
             f"{out} is in use: {_describe(holder(out))} is writing it; wait for that run "
             "to end (or stop it), or use another --out"
@@ -163,9 +162,16 @@ def hold(out: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         os.close(fd)
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only if empty: a refused start writes nothing
+        _remove_empty(created)  # a run refused before it wrote anything leaves no trace
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove ``directories`` (innermost first) while they are empty."""
+    for d in directories:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 @contextlib.contextmanager

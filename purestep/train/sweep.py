@@ -52,6 +52,7 @@ from purestep.train._members import (
 )
 from purestep.train.checkpoint import Checkpointer
 from purestep.train.config import Config, ConfigError, apply_overrides, config_to_dict, parse_config
+from purestep.train.distributed.context import launched
 from purestep.train.fit import evaluate
 from purestep.train.loggers import write_history
 from purestep.train.run_lock import writes_run
@@ -122,7 +123,8 @@ def _fixed(raw: dict[str, Any], **values: Any) -> dict[str, Any]:
     return apply_overrides(raw, overrides) if overrides else raw
 
 
-@writes_run()  # one writer per output directory
+# One writer per output directory (under torchrun the call refuses, unlocked).
+@writes_run(when=lambda: not launched())
 def sweep(
     config: Config | Mapping[str, Any] | str | os.PathLike[str],
     grid: Mapping[str, Sequence[Any]] | Sequence[Axis] | None = None,

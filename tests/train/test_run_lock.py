@@ -91,6 +91,9 @@ def test_a_killed_holder_leaves_no_stale_lock(held):
 
 
 def test_holds_nest_and_a_refused_start_leaves_no_directory(tmp_path, held):
+    with hold(tmp_path / "a" / "b" / "c"):
+        pass
+    assert not (tmp_path / "a").exists()
     mine = tmp_path / "mine"
     with hold(mine):
         with hold(mine):  # sweep inside tune: the same process
