@@ -223,7 +223,7 @@ class TrainConfig(_Section):
     nan_policy: Literal["raise", "skip", "stop"] = "raise"
     log_every: PositiveInt = 50
     # A new run from another run's parameters and buffers (purestep.train.init_from).
-    init_from: str | None = None
+    init_from: Annotated[str, Field(min_length=1)] | None = None
     init_from_keys: Annotated[str, AfterValidator(_regex)] | None = None
 
 

@@ -160,6 +160,8 @@ def test_missing_source_and_keys_without_source_exit_2(tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
     assert main([*args, "--init-from-keys", "x"]) == 2
     assert "train.init_from_keys: needs train.init_from" in capsys.readouterr().err
+    assert main([*args, "--set", "train.init_from=''"]) == 2
+    assert "train.init_from: String should have at least 1" in capsys.readouterr().err
     assert not out.exists()
 
 
