@@ -35,8 +35,15 @@ def bad_input_types() -> tuple[type[BaseException], ...]:
     from purestep.train.checkpoint import CheckpointError
     from purestep.train.config import ConfigError
     from purestep.train.loggers import MissingExtraError
+    from purestep.train.run_lock import RunDirectoryInUse
 
-    return (ConfigError, CheckpointError, MissingExtraError, UntrustedCodeError)
+    return (
+        ConfigError,
+        CheckpointError,
+        MissingExtraError,
+        UntrustedCodeError,
+        RunDirectoryInUse,
+    )
 
 
 def load(args: argparse.Namespace) -> Any:

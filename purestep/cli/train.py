@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -96,6 +97,11 @@ def _train(args: argparse.Namespace) -> int:
         overrides = list(args.set or [])
         if args.epochs is not None:
             overrides.append(f"train.epochs={args.epochs}")
+        # JSON is YAML: a path with ': ' or '#' in it stays one string.
+        if args.init_from is not None:
+            overrides.append(f"train.init_from={json.dumps(os.path.abspath(args.init_from))}")
+        if args.init_from_keys is not None:
+            overrides.append(f"train.init_from_keys={json.dumps(args.init_from_keys)}")
         args.set = overrides
         cfg = load(args)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -213,6 +219,21 @@ def register(sub: Any) -> None:
     )
     train_parser.add_argument(
         "--overwrite", action="store_true", help="replace the checkpoints of an existing run"
+    )
+    train_parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="PATH",
+        help="start a new run from this checkpoint's parameters and buffers (a run directory: "
+        "its best, else its latest; a step directory or pointer file); fresh optimizer state, "
+        "step, random key and history (train.init_from)",
+    )
+    train_parser.add_argument(
+        "--init-from-keys",
+        default=None,
+        metavar="REGEX",
+        help="with --init-from: load only the tensors whose names match (re.search), e.g. "
+        "'^backbone\\.'; the others keep their initial values (train.init_from_keys)",
     )
     train_parser.add_argument(
         "--epochs", type=positive_int, default=None, help="override train.epochs"

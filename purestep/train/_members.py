@@ -62,6 +62,7 @@ from purestep.train.fit import (
     monitor_mode,
     nonfinite_at,
 )
+from purestep.train.init_from import initial_state as warm_initial_state
 from purestep.train.metrics import MetricSet
 from purestep.train.run import Experiment, build_experiment, check_monitors
 
@@ -235,7 +236,7 @@ def _build(
             raise ConfigError(f"train.nan_policy: {cfg.train.nan_policy!r}")
         try:
             exp = build_experiment(cfg, device=device, compile=False)
-            state = exp.initial_state()
+            state, _ = warm_initial_state(exp)  # train.init_from, if the config names one
             check_monitors(cfg, exp, state)
         except ConfigError as err:
             if labels is None:

@@ -14,7 +14,8 @@ Save protocol: write both files into a fresh temp directory beside the others (s
 filesystem), fsync each file and the directory, rename it to ``step-XXXXXXXX``, fsync the
 parent, then replace the pointer files atomically. A kill at any instant leaves every
 complete checkpoint intact and the pointers naming complete ones; a temp directory left
-by a kill is never loaded and is removed by the next save. No pickle on any path.
+by a kill is never loaded and is removed by the next save (never while another process
+holds the run directory's lock, ``purestep.train.run_lock``). No pickle on any path.
 
 Load: everything is checked before anything is built — missing files, a checksum
 mismatch, a truncated or corrupted tensor file, a newer format, tensors that do not fit
@@ -46,6 +47,7 @@ from purestep._trust import sign_json, signature_status
 from purestep.core.serialize import state_from_tensors, state_to_tensors
 from purestep.core.state import TrainState
 from purestep.core.step import TrainStep
+from purestep.train.run_lock import writer_gone
 
 __all__ = [
     "FORMAT_VERSION",
@@ -317,12 +319,16 @@ class Checkpointer:
 
     def _remove_leftovers(self) -> None:
         """What a kill left behind: temp/trash step directories and half-written pointer
-        files (``write_atomic``'s ``.latest.<hex>.tmp``)."""
-        for d in self.directory.iterdir():
-            if d.name.startswith((".tmp-", ".trash-")) and d.is_dir():
-                shutil.rmtree(d, ignore_errors=True)
-            elif d.name.startswith(".") and d.name.endswith(".tmp") and d.is_file():
-                d.unlink(missing_ok=True)
+        files (``write_atomic``'s ``.latest.<hex>.tmp``). Only while no other process
+        writes the run directory (``run_lock``): another writer's are in progress."""
+        with writer_gone(self.directory.parent) as gone:
+            if not gone:
+                return
+            for d in self.directory.iterdir():
+                if d.name.startswith((".tmp-", ".trash-")) and d.is_dir():
+                    shutil.rmtree(d, ignore_errors=True)
+                elif d.name.startswith(".") and d.name.endswith(".tmp") and d.is_file():
+                    d.unlink(missing_ok=True)
 
     def _prune(self) -> None:
         if self.keep is None:

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -70,6 +72,14 @@ def _no_bool(value: Any) -> Any:
     # pydantic's lax mode reads `true` as 1: in a config that is a typo, not a number.
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ValueError(f"not a regular expression ({err})") from None
     return value
 
 
@@ -213,6 +223,9 @@ class TrainConfig(_Section):
     accumulation_steps: PositiveInt = 1
     nan_policy: Literal["raise", "skip", "stop"] = "raise"
     log_every: PositiveInt = 50
+    # A new run from another run's parameters and buffers (purestep.train.init_from).
+    init_from: Annotated[str, Field(min_length=1)] | None = None
+    init_from_keys: Annotated[str, AfterValidator(_regex)] | None = None
 
 
 class EarlyStoppingConfig(_Section):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -80,6 +81,8 @@ from purestep.train.config import Config, ConfigError, config_to_dict, parse_con
 from purestep.train.distributed.launch import AgreedStop, DataParallelOptions, QuietProgress
 from purestep.train.efficiency import efficiency
 from purestep.train.fit import EarlyStopping, History, evaluate, fit, monitor_mode
+from purestep.train.init_from import WarmStart
+from purestep.train.init_from import initial_state as warm_initial_state
 from purestep.train.loggers import (
     MLflowLogger,
     Progress,
@@ -88,12 +91,15 @@ from purestep.train.loggers import (
     write_history,
 )
 from purestep.train.metrics import MetricSet, make_metrics
+from purestep.train.run_lock import writes_run
 
 __all__ = ["Experiment", "RunResult", "build_experiment", "evaluate_checkpoint", "train_run"]
 
 # Config keys that may change between a run and its resume (they do not change the
 # trajectory): how long, where, how fast, and what is logged.
 _RESUMABLE_CHANGES = {("train", "epochs"), ("train", "compile"), ("train", "device")}
+# Where a run started from matters once: a resume continues from its own checkpoint.
+_RESUMABLE_CHANGES |= {("train", "init_from"), ("train", "init_from_keys")}
 _RESUMABLE_SECTIONS = {"log", "parity"}
 
 
@@ -314,6 +320,7 @@ def _split_meta(split: DataSplit) -> dict[str, Any]:
     }
 
 
+@writes_run(when=lambda: distributed.context().is_main)
 def train_run(
     cfg: Config,
     out: str | Path,
@@ -342,6 +349,11 @@ def train_run(
 
     ``trust_code``: a resume loads ``out/compile_cache.zip`` (native code and pickles)
     even when this user's purestep did not sign it (``purestep._trust``).
+
+    The run holds ``out``'s writer lock throughout (rank 0 does): a run directory another
+    process writes is refused at once (``run_lock.RunDirectoryInUse``). A fresh run whose
+    config names ``train.init_from`` starts from that checkpoint's parameters and buffers
+    (``purestep.train.init_from``); meta.json records where from.
     """
     started = time.perf_counter()
     ctx = distributed.context()
@@ -350,6 +362,8 @@ def train_run(
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     run_cfg = config_to_dict(cfg)
+    if cfg.train.init_from is not None:  # config.yaml names it from any working directory
+        run_cfg["train"]["init_from"] = os.path.abspath(cfg.train.init_from)
     # Everything that can refuse the run happens before anything is written: the whole
     # config is built, the checkpoint to resume from is loaded and checked.
     exp = build_experiment(cfg, device=device, compile=compile, parallel=parallel)
@@ -372,7 +386,13 @@ def train_run(
             f"{out} already holds a run's checkpoints: pass --resume to continue it, "
             "--overwrite to replace it, or another --out"
         )
-    state = exp.initial_state()
+    # A fresh run may start from another run's weights (train.init_from); a resume
+    # continues from its own checkpoint, which holds where it started from.
+    warm: WarmStart | None = None
+    if source is None:
+        state, warm = warm_initial_state(exp, print_fn)
+    else:
+        state = exp.initial_state()
     check_monitors(cfg, exp, state)
     loop = None
     best_source: Path | None = None
@@ -405,6 +425,8 @@ def train_run(
         else:
             at = f"epoch {loop.epoch + 1}, batch {loop.batch}, step {loop.step}"
             print_fn(f"resuming from {source} ({at})")
+            if cfg.train.init_from is not None:
+                print_fn("train.init_from is not used: a resume continues from its checkpoint")
 
     if setting == "auto":
         recorded = (source_meta.get("config") or {}).get("train", {}) if source else {}
@@ -441,7 +463,8 @@ def train_run(
             "data": _split_meta(exp.train),
             "import_paths": import_paths(),
         }
-        | ({"distributed": _job_meta(ctx)} if ctx.distributed else {}),
+        | ({"distributed": _job_meta(ctx)} if ctx.distributed else {})
+        | _init_from_meta(warm, restored.meta if source is not None else None),
         writer=ctx.is_main,
     )
     if best_source is not None and not finished:
@@ -694,6 +717,15 @@ def _older_checkpoints_hint(bad: Path) -> str:
 def _silent(line: str) -> None:
     """The ``print_fn`` of ranks other than 0."""
     del line
+
+
+def _init_from_meta(warm: WarmStart | None, resumed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """meta.json's ``init_from`` (where a warm-started run started from), kept on resume."""
+    if warm is not None:
+        return {"init_from": warm.meta()}
+    if resumed is not None and resumed.get("init_from") is not None:
+        return {"init_from": resumed["init_from"]}
+    return {}
 
 
 def _job_meta(ctx: distributed.Context) -> dict[str, Any]:

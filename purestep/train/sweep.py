@@ -60,8 +60,10 @@ from purestep.train.config import (
     parse_config,
     resolve_relative_paths,
 )
+from purestep.train.distributed.context import launched
 from purestep.train.fit import evaluate
 from purestep.train.loggers import write_history
+from purestep.train.run_lock import writes_run
 
 __all__ = ["GroupReport", "MemberResult", "SweepResult", "base_config", "sweep"]
 
@@ -130,6 +132,8 @@ def _fixed(raw: dict[str, Any], **values: Any) -> dict[str, Any]:
     return apply_overrides(raw, overrides) if overrides else raw
 
 
+# One writer per output directory (under torchrun the call refuses, unlocked).
+@writes_run(when=lambda: not launched())
 def sweep(
     config: Config | Mapping[str, Any] | str | os.PathLike[str],
     grid: Mapping[str, Sequence[Any]] | Sequence[Axis] | None = None,

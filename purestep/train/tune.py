@@ -44,8 +44,10 @@ from purestep.train._grid import member_config
 from purestep.train._members import MemberResult, StepCache, monitor_of, run_members
 from purestep.train._space import Param, load_space
 from purestep.train.config import Config, ConfigError, apply_overrides, config_to_dict
+from purestep.train.distributed.context import launched
 from purestep.train.loggers import MissingExtraError
 from purestep.train.run import build_experiment
+from purestep.train.run_lock import writes_run
 from purestep.train.sweep import base_config
 
 __all__ = ["PRUNERS", "TuneResult", "import_optuna", "tune"]
@@ -165,6 +167,8 @@ def _settings(trial: Any, params: Sequence[Param]) -> dict[str, Any]:
     return {p.key: p.suggest(trial) for p in params}
 
 
+# One writer per output directory (under torchrun the call refuses, unlocked).
+@writes_run(when=lambda: not launched())
 def tune(
     config: Config | Mapping[str, Any] | str | os.PathLike[str],
     space: str | os.PathLike[str] | Mapping[str, Any] | Sequence[Param],

@@ -3,6 +3,7 @@ resumed each time, ends bitwise where an uninterrupted run ends; SIGTERM saves a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -130,3 +131,57 @@ def test_signal_saves_and_exits_with_the_conventional_code(tmp_path, sig, code):
     done = subprocess.run(_cmd(config, out, "--resume"), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resuming from {out / 'checkpoints' / latest}" in done.stdout
+
+
+@pytest.mark.parametrize("fails", ["state", "meta", "pointer"])
+def test_disk_full_mid_save_then_resume_is_bitwise(tmp_path, monkeypatch, capsys, fails):
+    """ENOSPC at the 20th save (mid epoch 2), while writing the tensors, meta.json or the
+    ``latest`` pointer: exit 1 naming it, ``latest`` names a complete checkpoint, and once
+    there is space again ``--resume`` ends bitwise where an undisturbed run ends."""
+    import errno
+
+    from purestep.cli import main
+    from purestep.train import checkpoint
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(CONFIG)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    args = ["train", "--config", str(config), "--no-plots"]
+    assert main([*args, "--out", str(ref)]) == 0
+    saves = [0]
+    real_save_file, real_write_atomic = checkpoint.save_file, checkpoint.write_atomic
+
+    def full(path: object) -> OSError:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    def save_file(tensors: dict, path: str, *a: object, **k: object) -> None:
+        saves[0] += 1
+        real_save_file(tensors, path, *a, **k)
+        if fails == "state" and saves[0] >= 20:
+            with open(path, "r+b") as f:  # the disk filled up half-way through the file
+                f.truncate(os.path.getsize(path) // 2)
+            raise full(path)
+
+    def write_atomic(path: Path, data: bytes) -> None:
+        is_meta = path.name == "meta.json"
+        if saves[0] >= 20 and (fails, is_meta) in (("meta", True), ("pointer", False)):
+            raise full(path)
+        real_write_atomic(path, data)
+
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    monkeypatch.setattr(checkpoint, "write_atomic", write_atomic)
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err, err
+    ckpts = out / "checkpoints"
+    latest = ckpts / (ckpts / "latest").read_text().strip()
+    meta = json.loads((latest / "meta.json").read_text())
+    assert meta["step"] == 19 and not meta["finished"]
+    digest = hashlib.sha256((latest / "state.safetensors").read_bytes()).hexdigest()
+    assert digest == meta["sha256"]["state.safetensors"]
+    monkeypatch.undo()  # space again
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert f"resuming from {latest}" in capsys.readouterr().out
+    assert _final(out) == _final(ref)
+    assert [p.name for p in ckpts.iterdir() if p.name.startswith(".")] == []
