@@ -204,6 +204,21 @@ def check_config(
             moved, _ = _max_diff(eager_state.params, state0.params)
             detail.append(f"one step: loss {loss:.4g}, largest parameter change {moved:.3g}")
 
+        # Eager first: the quick, exact checks answer before the compile (seconds to
+        # minutes) starts.
+        if parity:
+            with item("parity") as detail:
+                result = parity_run(cfg, steps=1)
+                if not result.ok:
+                    raise _Failed(result.summary())
+                what = "bitwise" if result.mode == "bitwise" else "within tolerance"
+                detail.append(
+                    f"one step {what} equal to the imperative torch step "
+                    f"(nn.Module + torch.optim): {result.compared_text()}"
+                )
+        else:
+            skip("parity", "skipped (parity=False)")
+
         if compile:
             with item("compiled") as detail:
                 compiled_state, compiled_metrics = compile_step(step)(exp.initial_state(), batch)
@@ -238,19 +253,6 @@ def check_config(
                 )
         else:
             skip("compiled", "skipped (compile=False)")
-
-        if parity:
-            with item("parity") as detail:
-                result = parity_run(cfg, steps=1)
-                if not result.ok:
-                    raise _Failed(result.summary())
-                what = "bitwise" if result.mode == "bitwise" else "within tolerance"
-                detail.append(
-                    f"one step {what} equal to the imperative torch step "
-                    f"(nn.Module + torch.optim): {result.compared_text()}"
-                )
-        else:
-            skip("parity", "skipped (parity=False)")
     except _Failed:
         pass
     return report

@@ -147,3 +147,12 @@ def _yaml(text: str) -> dict:
     import yaml
 
     return yaml.safe_load(textwrap.dedent(text))
+
+
+def test_eager_checks_come_before_the_compile(monkeypatch):
+    """The quick, exact items (eager step, parity) answer before the compile starts."""
+    monkeypatch.setattr(check_module, "compile_step", lambda step: step)
+    report = check_config(parse_config(_yaml(LINEAR)))
+    names = [item.name for item in report.items]
+    assert names.index("eager") < names.index("parity") < names.index("compiled")
+    assert report.ok
