@@ -1,6 +1,7 @@
 """Training on top of the pure step: ``fit``, checkpoints, metrics, loggers, run configs."""
 
 from purestep._trust import UntrustedCodeError
+from purestep.train.callbacks import Callback, Loop
 from purestep.train.checkpoint import (
     Checkpoint,
     Checkpointer,
@@ -25,6 +26,7 @@ from purestep.train.sweep import SweepResult, sweep
 from purestep.train.tune import TuneResult, tune
 
 __all__ = [
+    "Callback",
     "Checkpoint",
     "CheckpointError",
     "Checkpointer",
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "EarlyStopping",
     "History",
+    "Loop",
     "LoopState",
     "MetricSet",
     "NonFiniteLossError",

@@ -43,9 +43,11 @@ from purestep.train.config import (
 from purestep.train.metrics import infer_task as metric_task
 
 __all__ = [
+    "CALLBACKS",
     "LOSSES",
     "BuiltOptimizer",
     "add_import_paths",
+    "build_callbacks",
     "build_criterion",
     "build_data",
     "build_model",
@@ -327,6 +329,21 @@ def build_data(cfg: DataConfig, split: str, task: str | None = None) -> DataSpli
             data.info,
         )
     return data
+
+
+# Built-in callbacks by config name (none yet: a callback is usually the user's own).
+CALLBACKS: dict[str, Callable[..., Any]] = {}
+
+
+def build_callbacks(cfg: Config) -> list[Any]:
+    """The callbacks ``cfg.callbacks`` names, each built with its section's other keys
+    (``callbacks[i]`` in errors; a foreign run's are refused by the trust rule)."""
+    built = []
+    for i, section in enumerate(cfg.callbacks):
+        where = f"callbacks[{i}]"
+        factory = resolve_name(section.name, CALLBACKS, where)
+        built.append(call_with_section(factory, section.kwargs, where))
+    return built
 
 
 def build_criterion(cfg: LossConfig) -> Callable[[Any, Any], torch.Tensor]:

@@ -100,6 +100,7 @@ class LoopState:
     losses: torch.Tensor | None = None
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
     values: dict[str, torch.Tensor] = field(default_factory=dict)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)  # their state_dicts
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {
@@ -123,6 +124,7 @@ class LoopState:
             "seconds": self.seconds,
             "finished": self.finished,
             "stop_reason": self.stop_reason,
+            "callbacks": self.callbacks,
         }
 
     @classmethod
@@ -144,6 +146,7 @@ class LoopState:
             seconds=float(meta["seconds"]),
             finished=bool(meta["finished"]),
             stop_reason=meta["stop_reason"],
+            callbacks=list(meta.get("callbacks") or []),
             losses=tensors.get("loop/losses"),
             stats={
                 k.removeprefix("loop/stats/"): v
@@ -537,6 +540,9 @@ def _meta_problem(meta: Mapping[str, Any]) -> str | None:
         isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in sha.values()
     ):
         return "'sha256' must map file names to hex sha256 digests"
+    callbacks = meta.get("callbacks", [])
+    if not isinstance(callbacks, list) or not all(isinstance(c, dict) for c in callbacks):
+        return "'callbacks' must be a list of objects (the callbacks' state_dicts)"
     if "config" in meta and not isinstance(meta["config"], dict):
         return f"'config' must be an object, got {type(meta['config']).__name__}"
     return None

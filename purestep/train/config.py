@@ -135,6 +135,13 @@ class ModelConfig(_OpenSection):
     name: str
 
 
+class CallbackConfig(_OpenSection):
+    """``name``: ``"package.module:Class"`` (or a function) building a callback
+    (``purestep.train.callbacks``); other keys are its keyword arguments."""
+
+    name: str
+
+
 class DataConfig(_OpenSection):
     """``name``: a built-in dataset or ``"package.module:function"``, called as
     ``fn(split="train"|"val"|"test", seed=seed, **other keys)``."""
@@ -290,6 +297,7 @@ class Config(_Section):
     checkpoint: CheckpointConfig = Field(default_factory=lambda: CheckpointConfig())
     log: LogConfig = Field(default_factory=lambda: LogConfig())
     parity: ParityConfig = Field(default_factory=lambda: ParityConfig())
+    callbacks: list[CallbackConfig] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

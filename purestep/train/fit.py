@@ -17,8 +17,10 @@ a run stopped anywhere and resumed gives bitwise the same final state and histor
 uninterrupted one (with ``Batches``, whose order is a function of ``(seed, epoch)``; any
 other iterable — a ``DataLoader`` — restarts the interrupted epoch from its first batch).
 
-Hooks (the whole list): ``on_epoch_end(record, state)`` after each epoch's record is
-complete, and ``should_stop()`` polled after every step (the CLI's SIGTERM/SIGINT flag).
+Extension points: ``callbacks`` (``purestep.train.callbacks``: on_fit_start,
+on_step_end, on_epoch_end, on_checkpoint, on_fit_end, and a state saved in every
+checkpoint), plus the older ``on_epoch_end(record, state)`` hook and ``should_stop()``
+polled after every step (the CLI's SIGTERM/SIGINT flag).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from purestep.data.batching import Batches
 from purestep.optim.hyperparams import lr_tensors
 from purestep.optim.scheduled import schedule_step
 from purestep.optim.schedules import Schedule
+from purestep.train.callbacks import Callbacks, Loop
 from purestep.train.checkpoint import Checkpointer, LoopState, load_checkpoint
 from purestep.train.loggers import Logger, Progress
 from purestep.train.metrics import MetricSet
@@ -241,6 +244,7 @@ def fit(
     loggers: Sequence[Logger] = (),
     on_epoch_end: Callable[[dict[str, Any], TrainState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[TrainState, History]:
     """Train ``state`` for ``epochs`` epochs with the pure ``train_step``.
 
@@ -277,6 +281,12 @@ def fit(
         on_epoch_end: hook called with each epoch's record and state.
         should_stop: polled after every step; True saves a checkpoint and raises
             ``TrainingInterrupted``.
+        callbacks: objects with any of ``on_fit_start(loop)``, ``on_step_end(loop,
+            metrics)``, ``on_epoch_end(loop, record)``, ``on_checkpoint(loop, path)``,
+            ``on_fit_end(loop, history)``, ``state_dict()``/``load_state_dict(state)``
+            (``purestep.train.callbacks``); their states are saved in every checkpoint and
+            restored from ``resume``; ``loop.request_stop(reason)`` ends the run after the
+            current step with a checkpoint.
 
     Returns:
         ``(state, history)``: the final state (the best one with ``restore_best``) and the
@@ -318,10 +328,17 @@ def fit(
     last_good = state
     good_at = (loop.epoch, loop.batch, loop.step)  # where last_good stands
 
+    hooks = Callbacks(callbacks)
+    view = Loop(state, loop, loop.history)
+    hooks.load_state_dicts(loop.callbacks)
+
     def checkpoint(*, is_best: bool = False) -> Any:
         if checkpointer is None:
             return None
-        return checkpointer.save(state, loop, best=is_best)
+        loop.callbacks = hooks.state_dicts()
+        saved = checkpointer.save(state, loop, best=is_best)
+        hooks.emit("on_checkpoint", view, saved)
+        return saved
 
     pending: list[Mapping[str, torch.Tensor]] = []
     stat_keys = metrics.stat_keys if metrics is not None else ()
@@ -355,6 +372,7 @@ def fit(
             logger.log_scalars(loop.step, {"train/loss_running": running})
 
     history = History(loop.history)
+    hooks.emit("on_fit_start", view)
     try:
         while not loop.finished:
             epoch = loop.epoch
@@ -370,8 +388,20 @@ def fit(
                 pending.append(out)
                 loop.batch += 1
                 loop.step += 1
+                if hooks:
+                    view.state = state
+                    hooks.emit("on_step_end", view, out)
                 if loop.batch % log_every == 0:
                     flush()
+                if view.stop_reason is not None and not (
+                    steps_per_epoch is not None and loop.batch == steps_per_epoch
+                ):  # a callback ended the run mid-epoch: a checkpoint here, then done
+                    flush()
+                    loop.seconds = time.perf_counter() - epoch_start
+                    loop.stop_reason, loop.finished = view.stop_reason, True
+                    checkpoint()
+                    bars.write(f"stopped at step {loop.step}: {view.stop_reason}")
+                    break
                 end_of_epoch = steps_per_epoch is not None and loop.batch == steps_per_epoch
                 due = checkpoint_every_steps and loop.step % checkpoint_every_steps == 0
                 stop = should_stop is not None and should_stop()
@@ -383,6 +413,8 @@ def fit(
                         raise TrainingInterrupted(
                             f"stopped at epoch {epoch + 1}, step {loop.step}", saved
                         )
+            if loop.finished:  # stopped by a callback mid-epoch
+                break
             flush()
             if loop.batch == 0:
                 raise ValueError(f"the training data yielded no batch in epoch {epoch + 1}")
@@ -412,6 +444,11 @@ def fit(
             # tutorials' counter); 0 stops at the first one.
             if early_stopping is not None and loop.bad_epochs >= max(1, early_stopping.patience):
                 loop.stop_reason = "early_stopping"
+            if hooks:
+                view.state = state
+                hooks.emit("on_epoch_end", view, record)
+                if view.stop_reason is not None and loop.stop_reason is None:
+                    loop.stop_reason = view.stop_reason
             loop.finished = loop.epoch >= epochs or loop.stop_reason is not None
             every = checkpoint_every_epochs
             saved = None
@@ -451,6 +488,8 @@ def fit(
             best_state = load_checkpoint(checkpointer.directory / "best", state).state
         if best_state is not None:
             state = best_state
+    view.state = state
+    hooks.emit("on_fit_end", view, history)
     return state, history
 
 

@@ -49,6 +49,7 @@ from purestep.train import distributed
 from purestep.train.build import (
     BuiltOptimizer,
     add_import_paths,
+    build_callbacks,
     build_criterion,
     build_data,
     build_model,
@@ -121,6 +122,7 @@ class Experiment:
     optimizer: BuiltOptimizer
     train_step: TrainStep
     eval_step: EvalStep
+    callbacks: list[Any] = dataclasses.field(default_factory=list)
 
     def initial_state(self) -> TrainState:
         return TrainState.create(self.model, self.optimizer.optimizer, seed=self.cfg.train.seed)
@@ -203,7 +205,11 @@ def build_experiment(
     opt = build_optimizer(cfg, model, steps_per_epoch=len(train_data), has_val=val is not None)
     stats = metrics.stats if metrics is not None else None
     train_step = make_train_step(
-        model, scale_loss(criterion, cfg.train.accumulation_steps), opt.optimizer, metrics_fn=stats
+        model,
+        scale_loss(criterion, cfg.train.accumulation_steps),
+        opt.optimizer,
+        metrics_fn=stats,
+        return_grads=bool(cfg.callbacks),  # a callback may read metrics["grads"]
     )
     eval_step = make_eval_step(model, criterion, metrics_fn=stats)
     if ctx.distributed:
@@ -229,6 +235,7 @@ def build_experiment(
         opt,
         train_step,
         eval_step,
+        build_callbacks(cfg),
     )
 
 
@@ -579,6 +586,7 @@ def train_run(
             loggers=loggers,
             on_epoch_end=on_epoch_end,
             should_stop=should_stop,
+            callbacks=exp.callbacks,
         )
     finally:
         for logger in loggers:
