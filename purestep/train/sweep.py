@@ -93,6 +93,16 @@ class SweepResult:
 def base_config(config: Config | Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
     """The raw mapping a sweep applies its settings to: a ``Config``, a mapping or a YAML
     file (validated, so a bad base config fails before the grid is expanded)."""
+    raw = _base_config(config)
+    if raw.get("callbacks"):
+        raise ConfigError(
+            "callbacks: sweep and tune members do not run callbacks; train one member "
+            "with purestep train to use them (or remove the callbacks section)"
+        )
+    return raw
+
+
+def _base_config(config: Config | Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
     if isinstance(config, Config):
         return config_to_dict(config)
     if isinstance(config, Mapping):

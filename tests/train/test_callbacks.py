@@ -176,3 +176,16 @@ def test_yaml_callbacks(tmp_path, monkeypatch, capsys):
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run2")]) == 2
     err = capsys.readouterr().err
     assert "callbacks[0].evry: unknown argument of GradNorm; did you mean 'every'?" in err
+
+
+def test_sweeps_refuse_callbacks_they_would_not_run():
+    from purestep.train.sweep import base_config
+
+    raw = {
+        "model": {"name": "mlp", "hidden": [4], "out_features": 2},
+        "loss": "cross_entropy",
+        "optimizer": {"name": "SGD", "lr": 0.1},
+        "callbacks": [{"name": "mymod:Cb"}],
+    }
+    with pytest.raises(ps.train.ConfigError, match="sweep and tune members do not run"):
+        base_config(raw)
