@@ -106,6 +106,12 @@ def plain(value: Any) -> Any:
     return value
 
 
+def _compile_setting(value: Any) -> Any:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError("expected true, false or 'auto'")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -224,7 +230,7 @@ class TrainConfig(_Section):
     epochs: PositiveInt = 5
     seed: Int = 0
     # auto: compile when it pays for itself on this run (purestep.train.compile_choice)
-    compile: StrictBool | Literal["auto"] = "auto"
+    compile: Annotated[bool | str, BeforeValidator(_compile_setting)] = "auto"
     device: Literal["cpu", "cuda", "auto"] = "auto"
     clip_grad_norm: Annotated[float, BeforeValidator(_no_bool), Field(gt=0)] | None = None
     accumulation_steps: PositiveInt = 1

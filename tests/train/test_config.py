@@ -46,7 +46,7 @@ def test_yaml_scientific_notation_is_a_number():
 
 def test_defaults_and_sections():
     cfg = parse_config(BASE)
-    assert cfg.train.epochs == 5 and cfg.train.compile is True and cfg.scheduler is None
+    assert cfg.train.epochs == 5 and cfg.train.compile == "auto" and cfg.scheduler is None
     assert cfg.loss.name == "bce_with_logits" and cfg.metrics == []
     assert cfg.checkpoint.every_epochs == 1 and cfg.early_stopping is None
     assert cfg.optimizer.kwargs == {"lr": 1e-3, "weight_decay": 0.1}
@@ -86,7 +86,7 @@ BAD = [
     ({"data": {"batch_size": 0}}, "data.batch_size: expected greater than 0"),
     ({"train": {"epochs": True}}, "train.epochs: expected a number, got a boolean"),
     ({"train": {"epochs": -1}}, "train.epochs: expected greater than 0"),
-    ({"train": {"compile": "yes"}}, "train.compile: expected a valid boolean"),
+    ({"train": {"compile": "yes"}}, "train.compile: expected true, false or 'auto'"),
     ({"train": {"epoch": 5}}, "train.epoch: unknown key; did you mean 'epochs'"),
     ({"train": {"nan_policy": "ignore"}}, "train.nan_policy: expected 'raise', 'skip' or 'stop'"),
     ({"train": {"clip_grad_norm": 0}}, "train.clip_grad_norm: expected greater than 0"),
