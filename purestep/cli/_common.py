@@ -30,11 +30,12 @@ def fail(command: str, err: BaseException, code: int) -> int:
 
 
 def bad_input_types() -> tuple[type[BaseException], ...]:
+    from purestep.core.step import LossShapeError
     from purestep.train.checkpoint import CheckpointError
     from purestep.train.config import ConfigError
     from purestep.train.loggers import MissingExtraError
 
-    return (ConfigError, CheckpointError, MissingExtraError)
+    return (ConfigError, CheckpointError, MissingExtraError, LossShapeError)
 
 
 def load(args: argparse.Namespace) -> Any:

@@ -29,7 +29,14 @@ from purestep.core.rng import rng_scope
 from purestep.core.state import TrainState, check_not_donated, mark_donated
 from purestep.optim.base import GradientTransformation, Optimizer, as_optimizer
 
-__all__ = ["EvalStep", "TrainStep", "make_eval_step", "make_train_step"]
+__all__ = [
+    "EvalStep",
+    "LossShapeError",
+    "TrainStep",
+    "align_targets",
+    "make_eval_step",
+    "make_train_step",
+]
 
 Metrics = dict[str, Any]
 GRAD_ENGINES = ("auto", "func", "autograd")
@@ -223,6 +230,7 @@ class _Step:
 
     def _criterion(self, outputs: Any, targets: Any) -> torch.Tensor:
         assert self.criterion is not None
+        targets = align_targets(outputs, targets)
         if torch.compiler.is_compiling():
             loss = self.criterion(outputs, targets)
         else:
@@ -417,6 +425,40 @@ def _detach(tree: Any) -> Any:
     if kind is dict:
         return {k: _detach(v) for k, v in tree.items()}
     return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
+
+
+class LossShapeError(ValueError):
+    """The model's outputs and the float targets have shapes a loss would broadcast."""
+
+
+def align_targets(outputs: Any, targets: Any) -> Any:
+    """``targets`` in the shape of ``outputs`` for an elementwise loss; a loss never
+    broadcasts.
+
+    The rule applies to a tensor output and floating-point tensor targets (what
+    ``mse``, ``l1``, ``huber``, ``bce_with_logits``... take, elementwise): equal shapes
+    pass; a trailing size-1 axis on one side only (``(N, 1)`` against ``(N,)``, either way
+    round) is the one sensible reading and the targets are reshaped to the outputs' shape;
+    any other difference raises ``LossShapeError`` (a ``ValueError``) naming both shapes,
+    where ``mse_loss`` would broadcast ``(N, 1)`` against ``(N, 3)`` into a meaningless
+    loss. Integer or bool targets are class indices, whose shape differs from the
+    logits' by design (``cross_entropy``: ``(N, C)`` against ``(N,)``): the criterion
+    checks those itself. A loss that reads float targets of another shape on purpose
+    goes through ``loss_fn=``, which is not checked.
+    """
+    if not isinstance(outputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        return targets
+    if outputs.shape == targets.shape or not targets.is_floating_point():
+        return targets
+    o, t = tuple(outputs.shape), tuple(targets.shape)
+    if (o[-1:] == (1,) and o[:-1] == t) or (t[-1:] == (1,) and t[:-1] == o):
+        return targets.reshape(outputs.shape)
+    raise LossShapeError(
+        f"the model's outputs have shape {o} and the targets {t}: a loss would broadcast "
+        "them (only (N, 1) against (N,) is aligned); make the model output the targets' "
+        "shape (e.g. out_features: 1 for one target column), or use loss_fn= for a loss "
+        "that reads targets of another shape"
+    )
 
 
 def _check_loss(loss: Any) -> torch.Tensor:
@@ -628,6 +670,9 @@ def make_train_step(
             tree is fixed: replacing a submodule later is an error.
         criterion: ``(outputs, targets) -> 0-d loss`` (``nn.CrossEntropyLoss()``, ...); the
             batch is then ``(inputs..., targets)``. Pass ``None`` when giving ``loss_fn``.
+            A loss never broadcasts: float targets whose shape differs from the outputs'
+            are aligned only for ``(N, 1)`` against ``(N,)``, else ``LossShapeError``
+            (see ``align_targets``).
         optimizer: a ``purestep.optim`` rule (or a transform, applied as ``p + u``).
         loss_fn: general form ``loss_fn(apply, params, buffers, batch, rng) -> loss | (loss,
             aux)``, where ``apply(params, buffers, *inputs)`` runs the model; aux is a dict of

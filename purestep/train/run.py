@@ -33,7 +33,14 @@ from purestep._io import write_atomic
 from purestep.core.compile import compile as compile_step
 from purestep.core.compile_cache import load_compile_cache, save_compile_cache
 from purestep.core.state import TrainState
-from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
+from purestep.core.step import (
+    EvalStep,
+    LossShapeError,
+    TrainStep,
+    align_targets,
+    make_eval_step,
+    make_train_step,
+)
 from purestep.data.batching import Batches
 from purestep.data.datasets import DataSplit, Standardizer
 from purestep.optim.hyperparams import lr_tensors
@@ -138,6 +145,7 @@ def build_experiment(
     torch.manual_seed(cfg.train.seed)  # a user's model initialises from the run's seed
     model = build_model(cfg, input_example=example).to(dev)
     criterion = build_criterion(cfg.loss)
+    check_loss_shapes(model, train.data, dev, batch_size=cfg.data.batch_size)
     metrics = None
     if cfg.metrics:
         task = task or task_from_targets(train.data)
@@ -197,6 +205,35 @@ def build_experiment(
         train_step,
         eval_step,
     )
+
+
+def check_loss_shapes(
+    model: nn.Module, data: Any, device: torch.device, *, batch_size: int = 2
+) -> None:
+    """A loss never broadcasts: the model's outputs on a first batch against its
+    targets (``purestep.core.step.align_targets``), so a shape mismatch is a config error
+    before anything is written, not a failure in the first step. The model runs in eval
+    mode without gradient on copies of its buffers and a forked RNG: nothing changes. Data
+    that is not tensors, or inputs the model rejects, are left to the step to report."""
+    if not isinstance(data, tuple) or not all(isinstance(t, torch.Tensor) for t in data):
+        return
+    *inputs, targets = (t[:batch_size].to(device) for t in data)
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    was_training = model.training
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            model.eval()
+            outputs = torch.func.functional_call(model, (params, buffers), tuple(inputs))
+    except Exception:  # the step names a model that rejects its inputs
+        return
+    finally:
+        model.train(was_training)
+    try:
+        align_targets(outputs, targets)
+    except LossShapeError as err:
+        raise ConfigError(f"loss: {err}") from None
 
 
 def logged_keys(cfg: Config, exp: Experiment, state: TrainState) -> set[str]:
@@ -674,7 +711,16 @@ def parity_run(
     criterion = build_criterion(cfg.loss)
     # The first input lets a built-in model take in_features from the data, as in training.
     example = batches[0][0][:1] if batches and isinstance(batches[0][0], torch.Tensor) else None
-    build_model(cfg, input_example=example)  # a bad model section is a config error, now
+    # A bad model section, or outputs a loss would broadcast, is a config error, now.
+    if batches:
+        check_loss_shapes(
+            build_model(cfg, input_example=example),
+            batches[0],
+            torch.device("cpu"),
+            batch_size=len(batches[0][-1]),
+        )
+        # Both sides compute the loss on aligned shapes ((N, 1) against (N,)), as training.
+        criterion = _aligned(criterion)
     if distributed.launched():  # under torchrun: the data-parallel step against DDP
         distributed.init_from_env(device=resolve_device(cfg.train.device))
         return _parity_ddp(cfg, batches, criterion, steps=steps, mode=mode, compile=compile)
@@ -704,6 +750,15 @@ def parity_run(
         seed=cfg.train.seed,
         device=device,
     )
+
+
+def _aligned(criterion: Any) -> Any:
+    """``criterion`` on targets aligned to the outputs (``align_targets``)."""
+
+    def aligned(outputs: Any, targets: Any) -> Any:
+        return criterion(outputs, align_targets(outputs, targets))
+
+    return aligned
 
 
 def _parity_ddp(
