@@ -38,6 +38,7 @@ from purestep.core.step import (
     LossShapeError,
     TrainStep,
     align_targets,
+    is_elementwise,
     make_eval_step,
     make_train_step,
 )
@@ -145,7 +146,7 @@ def build_experiment(
     torch.manual_seed(cfg.train.seed)  # a user's model initialises from the run's seed
     model = build_model(cfg, input_example=example).to(dev)
     criterion = build_criterion(cfg.loss)
-    check_loss_shapes(model, train.data, dev, batch_size=cfg.data.batch_size)
+    check_loss_shapes(model, criterion, train.data, dev, batch_size=cfg.data.batch_size)
     metrics = None
     if cfg.metrics:
         task = task or task_from_targets(train.data)
@@ -208,7 +209,7 @@ def build_experiment(
 
 
 def check_loss_shapes(
-    model: nn.Module, data: Any, device: torch.device, *, batch_size: int = 2
+    model: nn.Module, criterion: Any, data: Any, device: torch.device, *, batch_size: int = 2
 ) -> None:
     """A loss never broadcasts: the model's outputs on a first batch against its
     targets (``purestep.core.step.align_targets``), so a shape mismatch is a config error
@@ -231,7 +232,7 @@ def check_loss_shapes(
     finally:
         model.train(was_training)
     try:
-        align_targets(outputs, targets)
+        align_targets(outputs, targets, elementwise=is_elementwise(criterion))
     except LossShapeError as err:
         raise ConfigError(f"loss: {err}") from None
 
@@ -715,6 +716,7 @@ def parity_run(
     if batches:
         check_loss_shapes(
             build_model(cfg, input_example=example),
+            criterion,
             batches[0],
             torch.device("cpu"),
             batch_size=len(batches[0][-1]),
@@ -754,10 +756,12 @@ def parity_run(
 
 def _aligned(criterion: Any) -> Any:
     """``criterion`` on targets aligned to the outputs (``align_targets``)."""
+    elementwise = is_elementwise(criterion)
 
     def aligned(outputs: Any, targets: Any) -> Any:
-        return criterion(outputs, align_targets(outputs, targets))
+        return criterion(outputs, align_targets(outputs, targets, elementwise=elementwise))
 
+    aligned.__wrapped__ = criterion  # type: ignore[attr-defined]
     return aligned
 
 

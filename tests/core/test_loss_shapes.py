@@ -3,6 +3,7 @@ difference is a ValueError naming both shapes, eager and compiled alike."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import purestep as ps
-from purestep.core.step import LossShapeError, align_targets
+from purestep.core.step import LossShapeError, align_targets, is_elementwise
 
 
 def _setup(out_features: int, criterion=None, squeeze: bool = False):
@@ -45,14 +46,28 @@ def test_flat_output_against_column_targets_is_aligned():
     assert torch.equal(metrics["loss"], F.l1_loss(model(x), y.squeeze(-1)).detach())
 
 
+def _mse(o, t):
+    return ((o - t) ** 2).mean()
+
+
 @pytest.mark.parametrize(
-    ("out_features", "target_shape"), [(2, (6,)), (1, (6, 2)), (3, (6, 1)), (1, (3,))]
+    ("criterion", "out_features", "target_shape"),
+    [
+        (nn.MSELoss(), 2, (6,)),  # elementwise: a second output column is no class axis
+        (functools.partial(F.l1_loss, reduction="mean"), 2, (6,)),
+        (_mse, 1, (6, 2)),
+        (_mse, 3, (6, 1)),  # the silent (N, 3) x (N, 1) broadcast
+        (_mse, 1, (3,)),
+        (nn.HuberLoss(), 2, (6, 1)),
+    ],
 )
 @pytest.mark.parametrize("compiled", [False, True])
-def test_other_shape_differences_are_an_error_naming_both(out_features, target_shape, compiled):
+def test_other_shape_differences_are_an_error_naming_both(
+    criterion, out_features, target_shape, compiled
+):
     """Compiled and eager give the same verdict (the compiled step validates a new batch
     signature eagerly first, so this raises before any graph is traced)."""
-    _, state, step = _setup(out_features, criterion=lambda o, t: ((o - t) ** 2).mean())
+    _, state, step = _setup(out_features, criterion=criterion)
     if compiled:
         step = ps.compile(step)
     x, y = torch.randn(6, 3), torch.randn(*target_shape)
@@ -63,6 +78,28 @@ def test_other_shape_differences_are_an_error_naming_both(out_features, target_s
     with pytest.raises(LossShapeError, match=match):
         step(state, (x, y))
     assert ps.core.pytree.tree_bitwise_equal(state, before)
+
+
+def test_a_user_loss_may_read_float_targets_across_a_class_axis():
+    """(N, C) outputs against (N,) float class ids, for a loss that casts them: not an
+    elementwise loss, so not a broadcast."""
+
+    def loss(outputs, targets):
+        return F.cross_entropy(outputs, targets.long())
+
+    _, state, step = _setup(4, criterion=loss)
+    x, y = torch.randn(6, 3), torch.randint(0, 4, (6,)).float()
+    _, metrics = step(state, (x, y))
+    assert metrics["loss"].dim() == 0
+
+
+def test_is_elementwise_looks_through_wrappers():
+    from purestep.train.build import scale_loss
+
+    assert is_elementwise(nn.MSELoss()) and is_elementwise(F.smooth_l1_loss)
+    assert is_elementwise(functools.partial(F.mse_loss, reduction="sum"))
+    assert is_elementwise(scale_loss(nn.BCEWithLogitsLoss(), 4))
+    assert not is_elementwise(nn.CrossEntropyLoss()) and not is_elementwise(_mse)
 
 
 def test_class_index_targets_are_the_criterion_business():
@@ -80,5 +117,11 @@ def test_align_targets_rule():
     assert align_targets(torch.zeros(4, 7, 1), torch.zeros(4, 7)).shape == (4, 7, 1)
     assert align_targets(torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64)).shape == (4,)
     assert align_targets((o,), torch.zeros(4)).shape == (4,)  # non-tensor outputs: unchecked
+    assert align_targets(torch.zeros(4, 3), torch.zeros(4)).shape == (4,)  # a class axis
+    assert align_targets(torch.zeros(4, 3, 5), torch.zeros(4, 5)).shape == (4, 5)
     with pytest.raises(ValueError, match=r"\(4, 3\) and the targets \(4,\)"):
-        align_targets(torch.zeros(4, 3), torch.zeros(4))
+        align_targets(torch.zeros(4, 3), torch.zeros(4), elementwise=True)
+    with pytest.raises(ValueError, match=r"\(4, 3\) and the targets \(4, 1\)"):
+        align_targets(torch.zeros(4, 3), torch.zeros(4, 1))
+    with pytest.raises(ValueError, match=r"\(4,\) and the targets \(4, 2\)"):
+        align_targets(torch.zeros(4), torch.zeros(4, 2))
