@@ -134,6 +134,8 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as err:
         distributed.note_failure(err)
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # `purestep train ... | head`: the command ends quietly
+        raise
     except Exception as err:  # a model that rejects its data, an error inside the step ...
         return failed(err, EXIT_FAILURE, f"{type(err).__name__}: {err}")
     return EXIT_OK

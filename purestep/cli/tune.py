@@ -59,6 +59,8 @@ def tune(args: argparse.Namespace) -> int:
         return fail("tune", err, EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head`: the command ends quietly
+        raise
     except Exception as err:  # a model that rejects its data, an error inside the step ...
         return fail("tune", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
     return EXIT_OK
