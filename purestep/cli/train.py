@@ -207,7 +207,8 @@ def register(sub: Any) -> None:
         const=True,
         default=None,
         metavar="CKPT",
-        help="continue from OUT's latest checkpoint (fresh start if none), or from CKPT",
+        help="continue from OUT's latest checkpoint (a fresh start, with a warning, if there "
+        "is none; --resume=must refuses instead), or from CKPT",
     )
     train_parser.add_argument(
         "--overwrite", action="store_true", help="replace the checkpoints of an existing run"

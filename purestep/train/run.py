@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -341,7 +342,8 @@ def train_run(
     """Train ``cfg`` into the run directory ``out`` (see the module docstring).
 
     ``resume``: True resumes from ``out``'s latest checkpoint (or starts fresh, with a
-    note, when there is none); a path resumes from that checkpoint. Without it, a run
+    warning on stderr, when there is none); ``"must"`` too, but without a checkpoint it is
+    a ``ConfigError``; a path resumes from that checkpoint. Without it, a run
     directory that already holds checkpoints is refused unless ``overwrite``.
 
     In a multi-process job (torchrun, ``purestep.train.distributed.init_from_env``): every
@@ -367,12 +369,22 @@ def train_run(
         run_cfg["train"]["device"] = device
     existing = Checkpointer(ckpt_dir).latest() if ckpt_dir.exists() else None
     source: Path | None = None
-    if isinstance(resume, str):
+    if resume == "must" and existing is None:
+        raise ConfigError(
+            f"--resume=must: no checkpoint in {ckpt_dir} to resume from (is --out right?)"
+        )
+    if isinstance(resume, str) and resume != "must":
         source = resolve_checkpoint(resume)
     elif resume:
         source = existing
-        if source is None:
-            print_fn(f"no checkpoint in {ckpt_dir}: starting a fresh run")
+        if source is None and ctx.is_main:
+            # Loud, on stderr: a mistyped --out would otherwise silently start over.
+            print(
+                f"WARNING: --resume: no checkpoint in {ckpt_dir}: starting a fresh run "
+                "from step 0 (is --out right? --resume=must refuses instead)",
+                file=sys.stderr,
+                flush=True,
+            )
     elif existing is not None and not overwrite:
         raise ConfigError(
             f"{out} already holds a run's checkpoints: pass --resume to continue it, "
