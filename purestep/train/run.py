@@ -563,11 +563,6 @@ def train_run(
         distributed.barrier("finishing training")
     if cfg.log.csv and ctx.is_main:
         write_history(history.records, out)
-    if (plots if plots is not None else cfg.log.plots) and ctx.is_main:
-        from purestep.train.plots import plot_history
-
-        if history.records:
-            plot_history(history.records, out / "plots")
 
     latest, best = checkpointer.pointer("latest"), checkpointer.pointer("best")
     test = None
@@ -583,6 +578,12 @@ def train_run(
         if ctx.is_main:
             record = {"checkpoint": tested, **test}
             write_atomic(out / "test_metrics.json", (_json(record) + "\n").encode())
+    if (plots if plots is not None else cfg.log.plots) and ctx.is_main and history.records:
+        from purestep.train.plots import plot_history
+
+        classes = list(exp.train.classes) if exp.train.classes else None
+        confusion = _confusion_to_plot(history.records, test, tested, best)
+        plot_history(history.records, out / "plots", confusion=confusion, labels=classes)
 
     seconds = time.perf_counter() - started
     steps = history.records[-1]["step"] if history.records else int(state.step)
@@ -615,6 +616,32 @@ def train_run(
     for line in lines:
         print_fn(line)
     return RunResult(state, history, out, latest, best, test, seconds)
+
+
+def _confusion_to_plot(
+    records: list[dict[str, Any]], test: dict[str, Any] | None, tested: str, best: Path | None
+) -> tuple[Any, str] | None:
+    """The confusion matrix of the weights the run reports (its test metrics' checkpoint,
+    else the best checkpoint's epoch on validation) and a title that says which; None
+    leaves ``plot_history`` its default (the last epoch's)."""
+    if test is not None and test.get("confusion_matrix") is not None:
+        return test["confusion_matrix"], f"Confusion matrix (test, {tested})"
+    found = _best_of(best)
+    if best is None or found is None:
+        return None
+    epoch = found[1]
+    for record in records:
+        if record.get("epoch") == epoch:
+            for key, split in (
+                ("val_confusion_matrix", "validation"),
+                ("confusion_matrix", "train"),
+            ):
+                if record.get(key) is not None:
+                    title = (
+                        f"Confusion matrix ({split}, best checkpoint {best.name}, epoch {epoch})"
+                    )
+                    return record[key], title
+    return None
 
 
 def _best_of(best: Path | None) -> tuple[float, int] | None:
