@@ -1,7 +1,7 @@
 """The ``purestep`` command (also ``python -m purestep``): one module per subcommand.
 
 ``train``, ``evaluate``, ``predict``, ``check``, ``parity``, ``sweep``, ``tune``, ``bench``,
-``demo``. Exit codes: 0 ok, 1 a training failure or a parity divergence, 2 bad input
+``demo``, ``config``. Exit codes: 0 ok, 1 a training failure or a parity divergence, 2 bad input
 (config, checkpoint, arguments); a run stopped by SIGTERM/SIGINT saves a checkpoint and
 exits 143/130; output into a closed pipe (``purestep ... | head``) ends quietly with 141,
 as SIGPIPE ends other tools. ``--traceback`` (any subcommand) or ``PURESTEP_TRACEBACK=1``
@@ -17,12 +17,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from purestep.cli import bench, check, demo, parity, predict, sweep, train, tune
+from purestep.cli import bench, check, config, demo, parity, predict, sweep, train, tune
 
 __all__ = ["build_parser", "main"]
 
 # Each module's register(sub) adds its subcommand(s), in this order in --help.
-_COMMANDS = (train, predict, check, sweep, tune, parity, bench, demo)
+_COMMANDS = (train, predict, check, sweep, tune, parity, bench, demo, config)
 
 
 def build_parser() -> argparse.ArgumentParser:
