@@ -125,3 +125,14 @@ def test_align_targets_rule():
         align_targets(torch.zeros(4, 3), torch.zeros(4, 1))
     with pytest.raises(ValueError, match=r"\(4,\) and the targets \(4, 2\)"):
         align_targets(torch.zeros(4), torch.zeros(4, 2))
+
+
+@pytest.mark.slow
+def test_compiled_step_aligns_as_the_eager_step():
+    model, state, step = _setup(1)
+    compiled = ps.compile(ps.make_train_step(model, nn.MSELoss(), ps.optim.sgd(lr=0.1)))
+    x, y = torch.randn(6, 3), torch.randn(6)
+    eager_state, eager = step(state, (x, y))
+    compiled_state, got = compiled(state, (x, y))
+    torch.testing.assert_close(got["loss"], eager["loss"])
+    torch.testing.assert_close(compiled_state.params, eager_state.params)
