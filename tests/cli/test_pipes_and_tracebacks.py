@@ -51,9 +51,7 @@ def _into_closed_pipe(*args: str) -> tuple[int, str]:
     return proc.wait(timeout=300), err
 
 
-def test_closed_pipe_help_and_evaluate_exit_quietly(tmp_path):
-    code, err = _into_closed_pipe("train", "--help")
-    assert code in (0, 141) and err == ""  # argparse drops what it cannot write
+def test_closed_pipe_evaluate_exits_quietly(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--config", _config(tmp_path), "--out", str(out)]) == 0
     code, err = _into_closed_pipe("evaluate", "--checkpoint", str(out))
