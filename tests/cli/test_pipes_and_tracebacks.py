@@ -107,3 +107,12 @@ def test_traceback_shows_the_users_frames(tmp_path, capsys, monkeypatch, how):
     assert "RuntimeError: the user's model gave up" in err
     assert f"{os.sep}purestep{os.sep}core{os.sep}" not in err  # purestep's frames are not
     assert f"{os.sep}torch{os.sep}" not in err  # the user's
+
+
+def test_check_traceback_shows_the_users_frames(tmp_path, capsys):
+    config = _config(tmp_path, f"{__name__}:boom")
+    assert main(["check", "--config", config, "--no-parity", "--no-compile"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["check", "--config", config, "--no-parity", "--no-compile", "--traceback"]) == 1
+    err = capsys.readouterr().err
+    assert f'File "{__file__}"' in err and "# line to find" in err
