@@ -5,6 +5,7 @@ passes, 1 when one fails, 2 for a bad config."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ from purestep.cli._common import (
     bad_input_types,
     fail,
     load,
+    traceback_wanted,
+    user_traceback,
 )
 
 
@@ -41,6 +44,8 @@ def check(args: argparse.Namespace) -> int:
         print(f"all checks passed in {seconds:.1f} s")
         return EXIT_OK
     failed = next(item for item in report.items if item.ok is False)
+    if report.error is not None and traceback_wanted():
+        print(user_traceback(report.error), file=sys.stderr, end="")
     print(f"check failed at {failed.name!r} after {seconds:.1f} s")
     return EXIT_BAD_INPUT if report.bad_input else EXIT_FAILURE
 

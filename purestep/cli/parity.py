@@ -26,6 +26,8 @@ def parity(args: argparse.Namespace) -> int:
         report = parity_run(load(args), steps=args.steps, mode=args.mode, compile=args.compile)
     except bad_input_types() as err:
         return fail("parity", err, EXIT_BAD_INPUT)
+    except BrokenPipeError:  # `... | head`: the command ends quietly
+        raise
     except Exception as err:  # the model rejects its batch, an internal error ...
         return fail("parity", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
     from purestep.train.distributed import context

@@ -82,6 +82,8 @@ def sweep(args: argparse.Namespace) -> int:
         return fail("sweep", err, EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head`: the command ends quietly
+        raise
     except Exception as err:  # a model that rejects its data, an error inside the step ...
         return fail("sweep", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
     if result.best is None:

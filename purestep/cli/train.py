@@ -142,6 +142,8 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as err:
         distributed.note_failure(err)
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # `purestep train ... | head`: the command ends quietly
+        raise
     except Exception as err:  # a model that rejects its data, an error inside the step ...
         return failed(err, EXIT_FAILURE, f"{type(err).__name__}: {err}")
     return EXIT_OK
@@ -215,7 +217,8 @@ def register(sub: Any) -> None:
         const=True,
         default=None,
         metavar="CKPT",
-        help="continue from OUT's latest checkpoint (fresh start if none), or from CKPT",
+        help="continue from OUT's latest checkpoint (a fresh start, with a warning, if there "
+        "is none; --resume=must refuses instead), or from CKPT",
     )
     train_parser.add_argument(
         "--overwrite", action="store_true", help="replace the checkpoints of an existing run"

@@ -47,6 +47,7 @@ def tune(args: argparse.Namespace) -> int:
             storage=args.storage,
             study_name=args.study_name,
             pruner=args.pruner,
+            pruner_warmup=args.pruner_warmup,
             seed=args.seed,
             chunk=args.chunk,
             overrides=args.set,
@@ -59,6 +60,8 @@ def tune(args: argparse.Namespace) -> int:
         return fail("tune", err, EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head`: the command ends quietly
+        raise
     except Exception as err:  # a model that rejects its data, an error inside the step ...
         return fail("tune", f"{type(err).__name__}: {err}", EXIT_FAILURE)  # type: ignore[arg-type]
     return EXIT_OK
@@ -80,6 +83,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--study-name", default="purestep", help="the study's name in the storage")
     p.add_argument("--pruner", choices=["median", "none"], default="median")
+    p.add_argument(
+        "--pruner-warmup",
+        type=non_negative_int,
+        default=None,
+        metavar="EPOCHS",
+        help="epochs a trial trains before the median pruner may stop it (default: a quarter "
+        "of train.epochs, at least 1)",
+    )
     p.add_argument("--seed", type=non_negative_int, default=0, help="the sampler's seed")
     p.add_argument("--out", default=None, help="output directory (default: runs/tune-<config>)")
     p.add_argument(

@@ -18,16 +18,25 @@ from purestep.core.serialize import (
     state_to_tensors,
 )
 from purestep.core.state import TrainState
-from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
+from purestep.core.step import (
+    EvalStep,
+    LossShapeError,
+    TrainStep,
+    align_targets,
+    make_eval_step,
+    make_train_step,
+)
 from purestep.core.vmap import VmappedStep, stack_states, unstack_state, vmap
 
 __all__ = [
     "EvalStep",
+    "LossShapeError",
     "ModelSpec",
     "TrainState",
     "TrainStep",
     "VmappedStep",
     "accuracy",
+    "align_targets",
     "binary_accuracy",
     "binary_classification_metrics",
     "classification_metrics",

@@ -15,10 +15,12 @@ function, which ``purestep.compile`` swaps for its ``torch.compile``d twin.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
@@ -29,7 +31,15 @@ from purestep.core.rng import rng_scope
 from purestep.core.state import TrainState, check_not_donated, mark_donated
 from purestep.optim.base import GradientTransformation, Optimizer, as_optimizer
 
-__all__ = ["EvalStep", "TrainStep", "make_eval_step", "make_train_step"]
+__all__ = [
+    "EvalStep",
+    "LossShapeError",
+    "TrainStep",
+    "align_targets",
+    "is_elementwise",
+    "make_eval_step",
+    "make_train_step",
+]
 
 Metrics = dict[str, Any]
 GRAD_ENGINES = ("auto", "func", "autograd")
@@ -146,6 +156,7 @@ class _Step:
             raise TypeError(f"metrics_fn must be callable, got {type(metrics_fn).__name__}")
         self.model = model
         self.criterion = criterion
+        self._elementwise = criterion is not None and is_elementwise(criterion)
         self.loss_fn = loss_fn
         self.metrics_fn = metrics_fn
         self.skeleton = make_skeleton(model, training=self._training)
@@ -223,6 +234,7 @@ class _Step:
 
     def _criterion(self, outputs: Any, targets: Any) -> torch.Tensor:
         assert self.criterion is not None
+        targets = align_targets(outputs, targets, elementwise=self._elementwise)
         if torch.compiler.is_compiling():
             loss = self.criterion(outputs, targets)
         else:
@@ -417,6 +429,99 @@ def _detach(tree: Any) -> Any:
     if kind is dict:
         return {k: _detach(v) for k, v in tree.items()}
     return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
+
+
+class LossShapeError(ValueError):
+    """The model's outputs and the float targets have shapes a loss would broadcast."""
+
+
+# Losses that compare outputs and targets element by element: for these the two shapes
+# must agree (after the (N, 1) / (N,) alignment), whatever their sizes.
+_ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.MSELoss,
+    nn.L1Loss,
+    nn.SmoothL1Loss,
+    nn.HuberLoss,
+    nn.BCELoss,
+    nn.BCEWithLogitsLoss,
+    nn.KLDivLoss,
+    nn.PoissonNLLLoss,
+    nn.SoftMarginLoss,
+    nn.MultiLabelSoftMarginLoss,
+    nn.HingeEmbeddingLoss,
+)
+_ELEMENTWISE_FUNCTIONS = (
+    F.mse_loss,
+    F.l1_loss,
+    F.smooth_l1_loss,
+    F.huber_loss,
+    F.binary_cross_entropy,
+    F.binary_cross_entropy_with_logits,
+    F.kl_div,
+    F.poisson_nll_loss,
+    F.soft_margin_loss,
+    F.multilabel_soft_margin_loss,
+    F.hinge_embedding_loss,
+)
+
+
+def is_elementwise(criterion: Any) -> bool:
+    """Whether ``criterion`` is one of torch's elementwise losses (``nn.MSELoss()``,
+    ``F.l1_loss``, ``nn.BCEWithLogitsLoss()`` ...), looking through ``functools.partial``
+    and ``__wrapped__``."""
+    for _ in range(8):
+        if isinstance(criterion, _ELEMENTWISE_MODULES) or any(
+            criterion is f for f in _ELEMENTWISE_FUNCTIONS
+        ):
+            return True
+        if isinstance(criterion, functools.partial):
+            criterion = criterion.func
+        elif hasattr(criterion, "__wrapped__"):
+            criterion = criterion.__wrapped__
+        else:
+            return False
+    return False
+
+
+def align_targets(outputs: Any, targets: Any, *, elementwise: bool = False) -> Any:
+    """``targets`` in the shape of ``outputs`` where a loss would otherwise broadcast them;
+    a loss never broadcasts.
+
+    The rule covers a tensor output and floating-point tensor targets (integer or bool
+    targets are class indices, whose shape differs from the logits' by design, as
+    ``cross_entropy``'s ``(N, C)`` against ``(N,)``: the criterion checks those):
+
+    - equal shapes pass;
+    - a trailing size-1 axis on one side only (``(N, 1)`` against ``(N,)``, either way
+      round) is the one sensible reading: the targets are reshaped to the outputs' shape;
+    - for an elementwise loss (``elementwise=True``: torch's ``mse``, ``l1``, ``huber``,
+      ``bce_with_logits`` ..., see ``is_elementwise``) any other difference is an error;
+    - for another criterion, outputs with one more axis than the targets (``(N, C)``
+      against ``(N,)``, ``(N, C, L)`` against ``(N, L)``: a class or parameter axis) are
+      left to it; any other difference (``(N, 3)`` against ``(N, 1)``, targets with more
+      axes) is an error.
+
+    Errors are ``LossShapeError`` (a ``ValueError``) naming both shapes. A loss that reads
+    float targets of another shape on purpose goes through ``loss_fn=``, which is not
+    checked.
+    """
+    if not isinstance(outputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        return targets
+    if outputs.shape == targets.shape or not targets.is_floating_point():
+        return targets
+    o, t = tuple(outputs.shape), tuple(targets.shape)
+    if (o[-1:] == (1,) and o[:-1] == t) or (t[-1:] == (1,) and t[:-1] == o):
+        return targets.reshape(outputs.shape)
+    extra_axis = len(o) == len(t) + 1 and any(o[:i] + o[i + 1 :] == t for i in range(1, len(o)))
+    if extra_axis and not elementwise:
+        return targets
+    what = "an elementwise loss" if elementwise else "a loss"
+    raise LossShapeError(
+        f"the model's outputs have shape {o} and the targets {t}: {what} would broadcast "
+        "them or fail (only (N, 1) against (N,) is aligned); make the model output the "
+        "targets' shape (e.g. out_features: 1 for one target column), or use loss_fn= for "
+        "a loss that reads targets of another shape"
+    )
 
 
 def _check_loss(loss: Any) -> torch.Tensor:
@@ -628,6 +733,9 @@ def make_train_step(
             tree is fixed: replacing a submodule later is an error.
         criterion: ``(outputs, targets) -> 0-d loss`` (``nn.CrossEntropyLoss()``, ...); the
             batch is then ``(inputs..., targets)``. Pass ``None`` when giving ``loss_fn``.
+            A loss never broadcasts: float targets whose shape differs from the outputs'
+            are aligned only for ``(N, 1)`` against ``(N,)``, other differences are a
+            ``LossShapeError`` (see ``align_targets`` for the rule).
         optimizer: a ``purestep.optim`` rule (or a transform, applied as ``p + u``).
         loss_fn: general form ``loss_fn(apply, params, buffers, batch, rng) -> loss | (loss,
             aux)``, where ``apply(params, buffers, *inputs)`` runs the model; aux is a dict of

@@ -227,30 +227,44 @@ def tokens(
     return make_tokens(n, seed + _SPLIT_OFFSET[split], vocab=vocab, seq=seq)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """The header, the data rows (blank lines skipped) and each row's line in the file
+    (counted as an editor does: blank lines and a quoted field's line breaks included)."""
+    rows: list[list[str]] = []
+    lines: list[int] = []
     try:
         with path.open(newline="") as f:
-            rows = [row for row in _csv.reader(f) if row and any(c.strip() for c in row)]
+            reader = _csv.reader(f)
+            start = 1
+            for row in reader:
+                if row and any(c.strip() for c in row):
+                    rows.append(row)
+                    lines.append(start)
+                start = reader.line_num + 1
     except OSError as err:
         raise ValueError(f"data.path: cannot read {str(path)!r}: {err.strerror}") from None
+    except _csv.Error as err:
+        raise ValueError(f"{path}: line {start}: not valid CSV ({err})") from None
     if len(rows) < 2:
         raise ValueError(f"data.path: {str(path)!r} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
-    for i, row in enumerate(rows[1:], start=2):
+    for row, line in zip(rows[1:], lines[1:], strict=True):
         if len(row) != len(header):
             raise ValueError(
-                f"{path}: line {i} has {len(row)} fields, the header has {len(header)}"
+                f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
             )
-    return header, [[c.strip() for c in row] for row in rows[1:]]
+    return header, [[c.strip() for c in row] for row in rows[1:]], lines[1:]
 
 
-def _column(path: Path, name: str, values: list[str]) -> torch.Tensor:
+def _column(path: Path, name: str, values: list[str], lines: list[int]) -> torch.Tensor:
     out = []
-    for i, v in enumerate(values, start=2):
+    for v, line in zip(values, lines, strict=True):
         try:
             out.append(float(v))
         except ValueError:
-            raise ValueError(f"{path}: column {name!r} line {i}: {v!r} is not a number") from None
+            raise ValueError(
+                f"{path}: column {name!r} line {line}: {v!r} is not a number"
+            ) from None
     return torch.tensor(out, dtype=torch.float64)
 
 
@@ -279,7 +293,7 @@ def csv(
     the checkpoint and regression metrics are reported in the original units.
     """
     file = Path(path)
-    header, rows = _read_csv(file)
+    header, rows, lines = _read_csv(file)
     if target not in header:
         raise ValueError(f"data.target: {target!r} is not a column of {file} (columns: {header})")
     names = [h for h in header if h != target] if features is None else list(features)
@@ -300,15 +314,17 @@ def csv(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     columns = {h: [row[i] for row in rows] for i, h in enumerate(header)}
-    x = torch.stack([_column(file, n, columns[n]) for n in names], dim=1).to(torch.float32)
+    x = torch.stack([_column(file, n, columns[n], lines) for n in names], dim=1).to(torch.float32)
     raw_target = columns[target]
-    for i, v in enumerate(raw_target, start=2):
+    for i, v in zip(lines, raw_target, strict=True):
         if not v.strip():
             raise ValueError(f"{file}: column {target!r} line {i}: the target is empty")
     numbers = [_is_number(v) for v in raw_target]
     if classification is None and any(numbers) and not all(numbers):
         # A number column with a stray word or typo (12O) must not become class labels.
-        i, v = next((i, v) for i, v in enumerate(raw_target, 2) if not numbers[i - 2])
+        i, v = next(
+            (line, v) for line, v, ok in zip(lines, raw_target, numbers, strict=True) if not ok
+        )
         raise ValueError(
             f"{file}: column {target!r} line {i}: {v!r} is not a number, but other values "
             "are; fix the cell, or set data.classification: true to read the column as "
@@ -322,7 +338,7 @@ def csv(
         index = {v: i for i, v in enumerate(labels)}
         y = torch.tensor([index[v] for v in raw_target], dtype=torch.int64)
     else:
-        y = _column(file, target, raw_target).to(torch.float32)
+        y = _column(file, target, raw_target, lines).to(torch.float32)
 
     n = len(rows)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -62,21 +63,34 @@ def bag_of_words(
     return out
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int]]:
+    """The header, the data rows (blank ones skipped) and each row's line in the file."""
+    rows: list[dict[str, str]] = []
+    lines: list[int] = []
     try:
         with path.open(newline="") as f:
             reader = _csv.DictReader(f)
-            rows = [
-                {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-                for row in reader
-            ]
+            for raw in reader:
+                row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+                if any(row.values()):
+                    rows.append(row)
+                    # line_num is the row's last line (DictReader skips blank lines before
+                    # it): count back over the line breaks inside its quoted fields.
+                    lines.append(reader.line_num - _line_breaks(raw))
             header = [h.strip() for h in reader.fieldnames or []]
     except OSError as err:
         raise ValueError(f"data.path: cannot read {str(path)!r}: {err.strerror}") from None
-    rows = [r for r in rows if any(r.values())]
     if not header or not rows:
         raise ValueError(f"data.path: {str(path)!r} needs a header row and at least one data row")
-    return header, rows
+    return header, rows, lines
+
+
+def _line_breaks(row: dict[str | None, Any]) -> int:
+    """How many line breaks a row's quoted fields hold (the lines it spans, minus one)."""
+    return sum(
+        v.count("\n") if isinstance(v, str) else sum(x.count("\n") for x in v or [])
+        for v in row.values()
+    )
 
 
 def text(
@@ -103,11 +117,11 @@ def text(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     file = Path(path)
-    header, rows = _read_rows(file)
+    header, rows, lines = _read_rows(file)
     for key, column in (("text_column", text_column), ("label_column", label_column)):
         if column not in header:
             raise ValueError(f"data.{key}: {column!r} is not a column of {file} ({header})")
-    for i, row in enumerate(rows, start=2):
+    for i, row in zip(lines, rows, strict=True):
         if not row[text_column] or not row[label_column]:
             raise ValueError(f"{file}: line {i} has an empty text or label")
     if split_column is not None and split_column in header:
@@ -116,7 +130,7 @@ def text(
             name = row[split_column] or "train"
             if name not in parts:
                 raise ValueError(
-                    f"{file}: line {i + 2}: {split_column} must be one of {SPLITS}, got {name!r}"
+                    f"{file}: line {lines[i]}: {split_column} must be one of {SPLITS}, got {name!r}"
                 )
             parts[name].append(i)
     else:

@@ -374,6 +374,39 @@ def _torch_class(module: Any, name: str, section: str) -> Any:
     return getattr(module, real)
 
 
+def _check_class_kwargs(
+    cls: type, kwargs: Mapping[str, Any], section: str, *, given: tuple[str, ...]
+) -> list[str]:
+    """A key ``cls`` does not accept is a ``ConfigError`` naming ``section.key`` with a
+    did-you-mean (torch's own error is a bare ``TypeError``), and so is a required argument
+    the config leaves out. ``given``: the arguments purestep passes itself. Returns the
+    accepted keyword names."""
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return []
+    params = [p for n, p in sig.parameters.items() if n not in given]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return []
+    accepted = [
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    for key in kwargs:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{section}.{key}: unknown argument of {cls.__name__}{hint} "
+                f"(it accepts: {', '.join(accepted) or 'nothing'})"
+            )
+    for p in params:
+        if p.default is inspect.Parameter.empty and p.name in accepted and p.name not in kwargs:
+            raise ConfigError(f"{section}.{p.name}: required by {cls.__name__}, but not given")
+    return accepted
+
+
 def build_torch_optimizer(
     cfg: OptimizerConfig, model: nn.Module, *, foreach: bool | None = False
 ) -> torch.optim.Optimizer:
@@ -381,6 +414,7 @@ def build_torch_optimizer(
     (parameters no group names form a last group with the top-level settings)."""
     cls = _torch_class(torch.optim, cfg.name, "optimizer")
     kwargs = dict(cfg.kwargs)
+    accepted = _check_class_kwargs(cls, kwargs, "optimizer", given=("params",))
     if foreach is not None and "foreach" not in kwargs:
         kwargs["foreach"] = foreach
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -393,6 +427,15 @@ def build_torch_optimizer(
             raise ConfigError(
                 f"optimizer.param_groups[{i}].params: {group.params!r} is not a regex: {err}"
             ) from None
+        # torch keeps a group's unknown keys without a word: a typo would do nothing.
+        for key in group.kwargs:
+            if accepted and key not in accepted:
+                close = difflib.get_close_matches(key, accepted, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"optimizer.param_groups[{i}].{key}: not a setting of {cls.__name__}{hint} "
+                    f"(settings: {', '.join(accepted)})"
+                )
         members = [p for n, p in named if pattern.search(n) and n not in taken]
         taken |= {n for n, _ in named if pattern.search(n)}
         if not members:
@@ -415,6 +458,7 @@ def build_torch_scheduler(cfg: SchedulerConfig | None, optimizer: torch.optim.Op
     if cfg is None:
         return None
     cls = _torch_class(torch.optim.lr_scheduler, cfg.name, "scheduler")
+    _check_class_kwargs(cls, cfg.kwargs, "scheduler", given=("optimizer",))
     try:
         return cls(optimizer, **cfg.kwargs)
     except (TypeError, ValueError) as err:
@@ -493,6 +537,7 @@ def scale_loss(criterion: Callable[[Any, Any], torch.Tensor], k: int) -> Any:
     def scaled(outputs: Any, targets: Any) -> torch.Tensor:
         return criterion(outputs, targets) / k
 
+    scaled.__wrapped__ = criterion  # type: ignore[attr-defined]  # is_elementwise looks in
     return scaled
 
 

@@ -60,6 +60,8 @@ class CheckReport:
 
     items: list[CheckItem] = field(default_factory=list)
     bad_input: bool = False
+    # The exception behind the failed item (``purestep check --traceback`` shows its frames).
+    error: BaseException | None = None
 
     @property
     def ok(self) -> bool:
@@ -113,13 +115,13 @@ def check_config(
         try:
             yield detail
         except ConfigError as err:
-            ok, report.bad_input = False, True
+            ok, report.bad_input, report.error = False, True, err
             detail[:] = [str(err)]
         except _Failed as err:
             ok = False
             detail[:] = [str(err)]
         except Exception as err:  # the model rejects its batch, a compile error ...
-            ok = False
+            ok, report.error = False, err
             detail[:] = [f"{type(err).__name__}: {err}"]
         entry = CheckItem(name, ok, "; ".join(detail), time.perf_counter() - started)
         report.items.append(entry)

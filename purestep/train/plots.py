@@ -160,7 +160,13 @@ def _last_matrix(history: Sequence[Mapping[str, Any]]) -> tuple[str, int, Any] |
     return None
 
 
-def plot_history(history: list[dict[str, Any]], out_dir: str | os.PathLike[str]) -> list[Path]:
+def plot_history(
+    history: list[dict[str, Any]],
+    out_dir: str | os.PathLike[str],
+    *,
+    confusion: tuple[Any, str] | None = None,
+    labels: Sequence[str] | None = None,
+) -> list[Path]:
     """Plot a run's per-epoch history into ``out_dir`` (created) and return the paths.
 
     - ``loss.png``: ``loss`` and ``val_loss`` (and ``test_loss``) per epoch;
@@ -168,8 +174,10 @@ def plot_history(history: list[dict[str, Any]], out_dir: str | os.PathLike[str])
       train/val/test curves, when there is any;
     - ``lr.png``: ``lr`` (and ``lr_group1`` ...) per epoch, on a log axis when the values
       span more than a decade;
-    - ``confusion_matrix.png``: the last epoch's ``val_confusion_matrix`` (else
-      ``confusion_matrix``), when recorded.
+    - ``confusion_matrix.png``: ``confusion`` = ``(matrix, title)`` when given (``train_run``
+      passes the one of the checkpoint its test metrics come from), else the last epoch's
+      ``val_confusion_matrix`` (else ``confusion_matrix``), when recorded; ``labels`` name
+      the classes.
 
     Epochs without a value (no validation that epoch, None) are skipped on that curve. A
     file whose data is absent is not written; an empty history writes nothing.
@@ -195,16 +203,18 @@ def plot_history(history: list[dict[str, Any]], out_dir: str | os.PathLike[str])
     lr_keys = [k for k in keys if _is_lr(k)]
     if lr_keys:
         written.append(_save(_lr_figure(history, lr_keys), out / "lr.png"))
-    found = _last_matrix(history)
-    if found is not None:
-        key, epoch, matrix = found
-        split = "validation" if key.startswith("val_") else "train"
+    if confusion is None:
+        found = _last_matrix(history)
+        if found is not None:
+            key, epoch, matrix = found
+            split = "validation" if key.startswith("val_") else "train"
+            confusion = (matrix, f"Confusion matrix ({split}, epoch {epoch})")
+    if confusion is not None:
+        matrix, title = confusion
+        if labels is not None and len(labels) != len(matrix):
+            labels = None  # class names that do not fit the matrix: numbers instead
         written.append(
-            plot_confusion_matrix(
-                matrix,
-                out / "confusion_matrix.png",
-                title=f"Confusion matrix ({split}, epoch {epoch})",
-            )
+            plot_confusion_matrix(matrix, out / "confusion_matrix.png", labels=labels, title=title)
         )
     return written
 

@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -41,7 +42,15 @@ from purestep.core.compile_cache import (
     save_compile_cache,
 )
 from purestep.core.state import TrainState
-from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
+from purestep.core.step import (
+    EvalStep,
+    LossShapeError,
+    TrainStep,
+    align_targets,
+    is_elementwise,
+    make_eval_step,
+    make_train_step,
+)
 from purestep.data.batching import Batches
 from purestep.data.datasets import DataSplit, Standardizer
 from purestep.optim.hyperparams import lr_tensors
@@ -172,6 +181,7 @@ def build_experiment(
     torch.manual_seed(cfg.train.seed)  # a user's model initialises from the run's seed
     model = build_model(cfg, input_example=example).to(dev)
     criterion = build_criterion(cfg.loss)
+    check_loss_shapes(model, criterion, train.data, dev, batch_size=cfg.data.batch_size)
     metrics = None
     if cfg.metrics:
         task = task or task_from_targets(train.data)
@@ -237,6 +247,35 @@ def build_experiment(
         eval_step,
         build_callbacks(cfg),
     )
+
+
+def check_loss_shapes(
+    model: nn.Module, criterion: Any, data: Any, device: torch.device, *, batch_size: int = 2
+) -> None:
+    """A loss never broadcasts: the model's outputs on a first batch against its
+    targets (``purestep.core.step.align_targets``), so a shape mismatch is a config error
+    before anything is written, not a failure in the first step. The model runs in eval
+    mode without gradient on copies of its buffers and a forked RNG: nothing changes. Data
+    that is not tensors, or inputs the model rejects, are left to the step to report."""
+    if not isinstance(data, tuple) or not all(isinstance(t, torch.Tensor) for t in data):
+        return
+    *inputs, targets = (t[:batch_size].to(device) for t in data)
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    was_training = model.training
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            model.eval()
+            outputs = torch.func.functional_call(model, (params, buffers), tuple(inputs))
+    except Exception:  # the step names a model that rejects its inputs
+        return
+    finally:
+        model.train(was_training)
+    try:
+        align_targets(outputs, targets, elementwise=is_elementwise(criterion))
+    except LossShapeError as err:
+        raise ConfigError(f"loss: {err}") from None
 
 
 def logged_keys(cfg: Config, exp: Experiment, state: TrainState) -> set[str]:
@@ -345,7 +384,8 @@ def train_run(
     """Train ``cfg`` into the run directory ``out`` (see the module docstring).
 
     ``resume``: True resumes from ``out``'s latest checkpoint (or starts fresh, with a
-    note, when there is none); a path resumes from that checkpoint. Without it, a run
+    warning on stderr, when there is none); ``"must"`` too, but without a checkpoint it is
+    a ``ConfigError``; a path resumes from that checkpoint. Without it, a run
     directory that already holds checkpoints is refused unless ``overwrite``.
 
     In a multi-process job (torchrun, ``purestep.train.distributed.init_from_env``): every
@@ -382,12 +422,22 @@ def train_run(
         run_cfg["train"]["device"] = device
     existing = Checkpointer(ckpt_dir).latest() if ckpt_dir.exists() else None
     source: Path | None = None
-    if isinstance(resume, str):
+    if resume == "must" and existing is None:
+        raise ConfigError(
+            f"--resume=must: no checkpoint in {ckpt_dir} to resume from (is --out right?)"
+        )
+    if isinstance(resume, str) and resume != "must":
         source = resolve_checkpoint(resume)
     elif resume:
         source = existing
-        if source is None:
-            print_fn(f"no checkpoint in {ckpt_dir}: starting a fresh run")
+        if source is None and ctx.is_main:
+            # Loud, on stderr: a mistyped --out would otherwise silently start over.
+            print(
+                f"WARNING: --resume: no checkpoint in {ckpt_dir}: starting a fresh run "
+                "from step 0 (is --out right? --resume=must refuses instead)",
+                file=sys.stderr,
+                flush=True,
+            )
     elif existing is not None and not overwrite:
         raise ConfigError(
             f"{out} already holds a run's checkpoints: pass --resume to continue it, "
@@ -596,11 +646,6 @@ def train_run(
         distributed.barrier("finishing training")
     if cfg.log.csv and ctx.is_main:
         write_history(history.records, out)
-    if (plots if plots is not None else cfg.log.plots) and ctx.is_main:
-        from purestep.train.plots import plot_history
-
-        if history.records:
-            plot_history(history.records, out / "plots")
 
     latest, best = checkpointer.pointer("latest"), checkpointer.pointer("best")
     test = None
@@ -616,6 +661,12 @@ def train_run(
         if ctx.is_main:
             record = {"checkpoint": tested, **test}
             write_atomic(out / "test_metrics.json", (_json(record) + "\n").encode())
+    if (plots if plots is not None else cfg.log.plots) and ctx.is_main and history.records:
+        from purestep.train.plots import plot_history
+
+        classes = list(exp.train.classes) if exp.train.classes else None
+        confusion = _confusion_to_plot(history.records, test, tested, best)
+        plot_history(history.records, out / "plots", confusion=confusion, labels=classes)
 
     seconds = time.perf_counter() - started
     steps = history.records[-1]["step"] if history.records else int(state.step)
@@ -695,6 +746,32 @@ def _step_fingerprint(exp: Experiment, cfg: Config, batch: Any) -> str:
             cfg.metrics,
         ]
     )
+
+
+def _confusion_to_plot(
+    records: list[dict[str, Any]], test: dict[str, Any] | None, tested: str, best: Path | None
+) -> tuple[Any, str] | None:
+    """The confusion matrix of the weights the run reports (its test metrics' checkpoint,
+    else the best checkpoint's epoch on validation) and a title that says which; None
+    leaves ``plot_history`` its default (the last epoch's)."""
+    if test is not None and test.get("confusion_matrix") is not None:
+        return test["confusion_matrix"], f"Confusion matrix (test, {tested})"
+    found = _best_of(best)
+    if best is None or found is None:
+        return None
+    epoch = found[1]
+    for record in records:
+        if record.get("epoch") == epoch:
+            for key, split in (
+                ("val_confusion_matrix", "validation"),
+                ("confusion_matrix", "train"),
+            ):
+                if record.get(key) is not None:
+                    title = (
+                        f"Confusion matrix ({split}, best checkpoint {best.name}, epoch {epoch})"
+                    )
+                    return record[key], title
+    return None
 
 
 def _best_of(best: Path | None) -> tuple[float, int] | None:
@@ -859,7 +936,17 @@ def parity_run(
     criterion = build_criterion(cfg.loss)
     # The first input lets a built-in model take in_features from the data, as in training.
     example = batches[0][0][:1] if batches and isinstance(batches[0][0], torch.Tensor) else None
-    build_model(cfg, input_example=example)  # a bad model section is a config error, now
+    # A bad model section, or outputs a loss would broadcast, is a config error, now.
+    if batches:
+        check_loss_shapes(
+            build_model(cfg, input_example=example),
+            criterion,
+            batches[0],
+            torch.device("cpu"),
+            batch_size=len(batches[0][-1]),
+        )
+        # Both sides compute the loss on aligned shapes ((N, 1) against (N,)), as training.
+        criterion = _aligned(criterion)
     if distributed.launched():  # under torchrun: the data-parallel step against DDP
         distributed.init_from_env(device=resolve_device(cfg.train.device))
         return _parity_ddp(cfg, batches, criterion, steps=steps, mode=mode, compile=compile)
@@ -889,6 +976,17 @@ def parity_run(
         seed=cfg.train.seed,
         device=device,
     )
+
+
+def _aligned(criterion: Any) -> Any:
+    """``criterion`` on targets aligned to the outputs (``align_targets``)."""
+    elementwise = is_elementwise(criterion)
+
+    def aligned(outputs: Any, targets: Any) -> Any:
+        return criterion(outputs, align_targets(outputs, targets, elementwise=elementwise))
+
+    aligned.__wrapped__ = criterion  # type: ignore[attr-defined]
+    return aligned
 
 
 def _parity_ddp(

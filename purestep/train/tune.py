@@ -3,6 +3,7 @@
 ```python
 result = ps.tune("c.yaml", "space.yaml", trials=48, parallel=8, out="runs/tune")
 result.best_config                   # a Config; runs/tune/best.yaml is it as a train YAML
+                                     # and runs/tune/best/ the best trial's run directory
 ```
 
 Each round asks the study for ``parallel`` trials, trains them together with the sweep
@@ -14,8 +15,15 @@ as trials finish, so a killed ``tune`` started again resumes where it was: finis
 are kept and never re-run, and a trial that was running when the process died is marked
 failed and its parameters are asked again. Optuna is the optional extra ``purestep[tune]``.
 
+The median pruner waits a warm-up: a trial is not pruned in its first ``pruner_warmup``
+epochs (default a quarter of ``train.epochs``, at least 1), so one noisy first epoch does
+not end it.
+
 Outputs in ``out``: ``trials.csv`` (one row per trial: number, state, value, parameters,
 epochs, status), ``best.yaml`` (the best trial's config, ready for ``purestep train``),
+``best/`` (the best trial as a run directory, as ``purestep sweep`` writes it: config,
+checkpoints, history, plots, test metrics; ``purestep evaluate --checkpoint out/best``;
+rewritten when a round finds a better trial, so a resumed study keeps it),
 ``plots/history.png`` and ``plots/importances.png`` (Optuna's matplotlib plots).
 """
 
@@ -48,9 +56,9 @@ from purestep.train.distributed.context import launched
 from purestep.train.loggers import MissingExtraError
 from purestep.train.run import build_experiment
 from purestep.train.run_lock import writes_run
-from purestep.train.sweep import base_config
+from purestep.train.sweep import base_config, write_run
 
-__all__ = ["PRUNERS", "TuneResult", "import_optuna", "tune"]
+__all__ = ["PRUNERS", "TuneResult", "import_optuna", "median_pruner", "tune"]
 
 PRUNERS = ("median", "none")
 STUDY_NAME = "purestep"
@@ -120,6 +128,12 @@ def _check_space(raw: Mapping[str, Any], params: Sequence[Param]) -> Config:
     return cfg
 
 
+def median_pruner(optuna: ModuleType, warmup: int) -> Any:
+    """Optuna's ``MedianPruner`` that never stops a trial in its first ``warmup`` epochs
+    (Optuna prunes from step == ``n_warmup_steps`` on; tune's steps are epochs, from 1)."""
+    return optuna.pruners.MedianPruner(n_warmup_steps=warmup + 1)
+
+
 def _pid_alive(pid: Any) -> bool:
     if not isinstance(pid, int):
         return False
@@ -179,6 +193,7 @@ def tune(
     storage: str | None = None,
     study_name: str = STUDY_NAME,
     pruner: Any = "median",
+    pruner_warmup: int | None = None,
     seed: int = 0,
     chunk: int | str = "auto",
     overrides: Sequence[str] = (),
@@ -199,6 +214,9 @@ def tune(
         storage: an Optuna storage URL (default ``sqlite:///<out>/study.db``).
         study_name: the study in the storage (resume: the same name).
         pruner: ``"median"`` (Optuna's ``MedianPruner``), ``"none"``, or an Optuna pruner.
+        pruner_warmup: epochs a trial trains before the median pruner may stop it (default:
+            a quarter of ``train.epochs``, at least 1; it may stop a trial from the epoch
+            after).
         seed: the sampler's seed (offset by the trials already in the study, so a resumed
             study does not draw its first points again).
         chunk: members per vmapped call (see ``ps.sweep``).
@@ -218,11 +236,12 @@ def tune(
     if isinstance(pruner, str):
         if pruner not in PRUNERS:
             raise ConfigError(f"--pruner: expected one of {', '.join(PRUNERS)}, got {pruner!r}")
-        chosen = optuna.pruners.MedianPruner() if pruner == "median" else optuna.pruners.NopPruner()
-    elif isinstance(pruner, optuna.pruners.BasePruner):
-        chosen = pruner
-    else:
+    elif not isinstance(pruner, optuna.pruners.BasePruner):
         raise TypeError(f"pruner must be 'median', 'none' or an Optuna pruner, got {pruner!r}")
+    if pruner_warmup is not None and (
+        isinstance(pruner_warmup, bool) or not isinstance(pruner_warmup, int) or pruner_warmup < 0
+    ):
+        raise ConfigError(f"--pruner-warmup: expected an integer >= 0, got {pruner_warmup!r}")
     raw = base_config(config)
     fixed = [*overrides] + [
         f"train.{k}={json.dumps(v)}"
@@ -236,6 +255,14 @@ def tune(
     probe = build_experiment(probe_cfg, compile=False)
     monitor, mode, _ = monitor_of(probe_cfg, probe.val_data is not None)
     del probe
+    warmup = pruner_warmup if pruner_warmup is not None else max(1, probe_cfg.train.epochs // 4)
+    if pruner == "median":
+        chosen = median_pruner(optuna, warmup)
+    elif pruner == "none":
+        chosen = optuna.pruners.NopPruner()
+    else:
+        chosen = pruner
+    keep_plots = plots if plots is not None else probe_cfg.log.plots
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{target / 'study.db'}"
@@ -263,8 +290,11 @@ def tune(
                 f"{monitor}; study {study_name!r} in {url}"
             )
         while (done := _counted(study, optuna)) < trials:
-            _round(study, optuna, raw, params, min(parallel, trials - done), chunk, cache, print_fn)
+            finished = _round(
+                study, optuna, raw, params, min(parallel, trials - done), chunk, cache, print_fn
+            )
             _write_trials(study, optuna, params, target)
+            _write_best_run(study, optuna, finished, target / "best", keep_plots)
         rows = _write_trials(study, optuna, params, target)
         best_trial, best_value, best_cfg = _best(study, optuna, raw, params)
         if best_cfg is not None:
@@ -272,7 +302,7 @@ def tune(
                 target / "best.yaml",
                 yaml.safe_dump(config_to_dict(best_cfg), sort_keys=False).encode(),
             )
-        if plots if plots is not None else probe_cfg.log.plots:
+        if keep_plots:
             _plots(study, optuna, target / "plots", print_fn)
     seconds = time.perf_counter() - started
     if print_fn is not None:
@@ -282,6 +312,11 @@ def tune(
                 f"best: trial {best_trial}, {monitor} {best_value:.6g}; config: "
                 f"{target / 'best.yaml'} (purestep train --config {target / 'best.yaml'})"
             )
+            if (target / "best" / "config.yaml").is_file():
+                print_fn(
+                    f"best run: {target / 'best'} (purestep evaluate --checkpoint "
+                    f"{target / 'best'})"
+                )
     return TuneResult(study, best_trial, best_value, best_cfg, target, rows, seconds)
 
 
@@ -294,8 +329,9 @@ def _round(
     chunk: int | str,
     cache: StepCache,
     print_fn: Callable[[str], None] | None,
-) -> None:
-    """Ask ``n`` trials, train them together, tell their results."""
+) -> dict[int, MemberResult]:
+    """Ask ``n`` trials, train them together, tell their results; returns each trained
+    trial's result by trial number."""
     state = optuna.trial.TrialState
     asked, cfgs = [], []
     for _ in range(n):
@@ -312,7 +348,7 @@ def _round(
         asked.append(trial)
         cfgs.append(cfg)
     if not asked:
-        return
+        return {}
     if print_fn is not None:
         print_fn(f"round: trials {', '.join(str(t.number) for t in asked)}")
 
@@ -328,6 +364,20 @@ def _round(
     results, _ = run_members(cfgs, chunk=chunk, callback=report, cache=cache, print_fn=print_fn)
     for trial, result in zip(asked, results, strict=True):
         _tell(study, optuna, trial, result, print_fn)
+    return {trial.number: result for trial, result in zip(asked, results, strict=True)}
+
+
+def _write_best_run(
+    study: Any, optuna: ModuleType, finished: Mapping[int, MemberResult], out: Path, plots: bool
+) -> None:
+    """``out`` as the run directory of the study's best trial, when this round trained it
+    (an earlier round or process wrote it otherwise)."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return
+    best = finished.get(study.best_trial.number)
+    if best is not None and best.last is not None:
+        write_run(best, out, plots=plots)
 
 
 def _tell(

@@ -13,7 +13,9 @@ import pytest
 
 HEAVY = {"torch", "numpy", "pydantic", "yaml", "tqdm", "safetensors", "matplotlib",
          "tensorboard", "optuna"}  # fmt: skip
-COMMANDS = ["train", "evaluate", "predict", "check", "sweep", "tune", "parity", "bench", "demo"]
+COMMANDS = [
+    "train", "evaluate", "predict", "check", "sweep", "tune", "parity", "bench", "demo", "config",
+]  # fmt: skip
 
 PROBE = """
 import contextlib, io, json, sys

@@ -171,7 +171,7 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path, capsys):
         )
         == 0
     )
-    assert "starting a fresh run" in capsys.readouterr().out
+    assert "WARNING: --resume: no checkpoint in" in capsys.readouterr().err
     assert (out / "checkpoints" / "latest").exists()
 
 
@@ -225,7 +225,7 @@ BAD_CONFIGS = [
     ("optimizer: {name: Adam, betas: [0.9]}", "optimizer.betas: too few values"),
     ("optimizer: {lr: 1e-3}", "optimizer.name: required key is missing"),
     ("scheduler: {name: StepLRR, step_size: 2}", "scheduler.name: torch has no scheduler"),
-    ("scheduler: {name: StepLR}", "scheduler: StepLR"),
+    ("scheduler: {name: StepLR}", "scheduler.step_size: required by StepLR"),
     ("metrics: [accuracy, mae]", "metrics:"),
     ("metrics: [acuracy]", "did you mean 'accuracy'"),
     ("train: {epochs: 0}", "train.epochs"),
