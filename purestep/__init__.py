@@ -10,7 +10,7 @@ state, metrics = train_step(state, (x, y))
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
-from purestep import core, data, distributed, optim, parity, train
+from purestep import core, data, distributed, optim, parity, pytree, train
 from purestep.core import (
     EvalStep,
     TrainState,
@@ -20,6 +20,7 @@ from purestep.core import (
     load_state_into,
     make_eval_step,
     make_train_step,
+    rng,
     rng_key,
     rng_scope,
     save_state,
@@ -50,6 +51,8 @@ __all__ = [
     "make_train_step",
     "optim",
     "parity",
+    "pytree",
+    "rng",
     "rng_key",
     "rng_scope",
     "save_state",

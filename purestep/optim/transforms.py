@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from purestep._compat import foreach_mul, foreach_norm
+from purestep._compat import foreach_mul, foreach_norm, is_functorch_wrapped
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import as_float, params_device, require
 from purestep.optim.base import EmptyState, GradientTransformation, Params, Updates
@@ -36,7 +36,12 @@ def global_norm(updates: Updates, norm_type: float = 2.0) -> torch.Tensor:
     tensors = list(updates.values())
     if not tensors:
         return torch.tensor(0.0)
-    norms = foreach_norm(tensors, norm_type)
+    if any(is_functorch_wrapped(t) for t in tensors):
+        # Under vmap (a sweep): the multi-tensor kernel has no batching rule; the same
+        # per-tensor norms, one op each.
+        norms = [torch.linalg.vector_norm(t, norm_type) for t in tensors]
+    else:
+        norms = list(foreach_norm(tensors, norm_type))
     return torch.linalg.vector_norm(torch.stack(norms), norm_type)
 
 
@@ -64,6 +69,8 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0) -> GradientTran
             return updates, state
         total = global_norm(updates, norm_type)
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        if is_functorch_wrapped(coef):
+            return {k: u * coef for k, u in updates.items()}, state
         scaled = foreach_mul(list(updates.values()), coef)
         return dict(zip(updates, scaled, strict=True)), state
 
