@@ -120,6 +120,10 @@ def rng_scope(key: torch.Tensor, device: str | torch.device = "cpu") -> Iterator
     generator state is restored, so nothing outside the block sees the draw.
     """
     device = torch.device(device)
+    if key.storage_offset() != 0 or not key.is_contiguous():
+        # A row of a stacked key (keys[i], unstack_state): torch's set_rng_state reads the
+        # storage from its start (torch 2.13 crashes on such a view), so give it its own.
+        key = key.clone()
     scope = RngScope(key)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
