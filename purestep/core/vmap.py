@@ -13,8 +13,9 @@ draw from vmap's shared ``randomness="different"`` stream, seeded from model 0's
 
 A *compiled* vmapped step is one graph, which cannot switch generators per model: it
 draws every random op from vmap's shared stream seeded from model 0's key (reproducible
-from the stacked state, different per model, but not model i's solo masks), and each
-model's new key is its old key advanced by ``purestep.core.rng.fold_in(key, step)``.
+from the stacked state, different per model, but not model i's solo masks); if it drew,
+each model's new key is ``purestep.core.rng.fold_in(its key, 0)`` (distinct keys stay
+distinct), and a step that drew nothing leaves the keys unchanged.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class VmappedStep:
         self.step.check_batch(sample, state)
         out: Any
         if self.compiled:
-            out, _ = call_compiled(
+            out, advanced = call_compiled(
                 self._impl,
                 self._eager,
                 self._validated,
@@ -122,8 +123,12 @@ class VmappedStep:
                 device=device,
             )
             # One graph cannot switch generators per model (see the module docstring):
-            # each model's key still moves on, its own way, as a function of itself.
-            keys = torch.stack([fold_in(key_i, 0) for key_i in state.rng])
+            # if it drew, each model's key moves on its own way, as a function of itself;
+            # a step that drew nothing leaves every key as it was (as a solo step does).
+            if torch.equal(advanced, state.rng[0]):
+                keys = state.rng
+            else:
+                keys = torch.stack([fold_in(key_i, 0) for key_i in state.rng])
         else:
             self._randomness = MemberRandomness([key.clone() for key in state.rng], device)
             try:

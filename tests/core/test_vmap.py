@@ -155,3 +155,22 @@ def test_compiled_sweep_matches_eager_and_never_recompiles():
             eager_state, em = vstep(eager_state, data[t % 4])
             torch.testing.assert_close(cm["loss"], em["loss"], rtol=1e-4, atol=1e-5)
     assert counters["stats"]["unique_graphs"] == 0
+
+
+@pytest.mark.slow
+def test_compiled_sweep_keys_stay_per_member():
+    """Compiled: one graph draws from model 0's stream, but keys stay each model's own: a
+    draw moves each key its own way (distinct stay distinct), no draw leaves them."""
+    opt = ps.optim.sgd(lr=0.1)
+    batch = batches((10,), n=1)[0]
+    for p, drew in ((0.5, True), (0.0, False)):
+        model = mlp(p=p)
+        stacked = ps.stack_states([ps.TrainState.create(model, opt, seed=s) for s in (0, 1, 1)])
+        compiled = ps.compile(ps.vmap(ps.make_train_step(model, F.cross_entropy, opt)))
+        new, _ = compiled(stacked, batch)
+        assert torch.equal(new.rng[1], new.rng[2])
+        if drew:
+            assert not torch.equal(new.rng[0], new.rng[1])
+            assert not torch.equal(new.rng[0], stacked.rng[0])
+        else:
+            assert torch.equal(new.rng, stacked.rng)
