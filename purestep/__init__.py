@@ -10,7 +10,7 @@ state, metrics = train_step(state, (x, y))
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
-from purestep import core, data, distributed, optim, parity, pytree, train
+from purestep import core, data, distributed, optax, optim, parity, pytree, train
 from purestep.core import (
     EvalStep,
     TrainState,
@@ -49,6 +49,7 @@ __all__ = [
     "load_state_into",
     "make_eval_step",
     "make_train_step",
+    "optax",
     "optim",
     "parity",
     "pytree",

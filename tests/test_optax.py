@@ -265,3 +265,28 @@ def test_the_ported_optimizer_compiles():
 
 def MASK_BY_NDIM(params):
     return {k: v.ndim > 1 for k, v in params.items()}
+
+
+def test_apply_if_finite_skips_like_optax():
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal(5).astype(np.float32) for _ in range(12)]
+    for t in (3, 4, 8, 9, 10):
+        grads[t][2] = np.nan
+    init = rng.standard_normal(5).astype(np.float32)
+
+    def run(o, wrap, unwrap):
+        opt = o.apply_if_finite(o.adam(1e-2), max_consecutive_errors=2)
+        params = {"w": wrap(init)}
+        state = opt.init(params)
+        for g in grads:
+            updates, state = opt.update({"w": wrap(g)}, state, params)
+            params = o.apply_updates(params, updates)
+        counts = (state.notfinite_count, state.total_notfinite, state.last_finite)
+        return unwrap(params["w"]), [int(c) for c in counts]
+
+    ours, our_counts = run(psx, lambda a: torch.from_numpy(a.copy()), lambda t: t.numpy())
+    theirs, their_counts = run(optax, jnp.asarray, np.asarray)
+    assert our_counts == their_counts == [0, 5, 1]
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=ATOL)
+    # the third NaN in a row exceeded max_consecutive_errors=2 and was applied, as in optax
+    assert np.isnan(ours[2]) and np.isnan(theirs[2])

@@ -68,7 +68,7 @@ def test_split_keys_seed_a_sweep_of_distinct_members():
 
 
 def test_pytree_is_public():
-    assert "pytree" in ps.__all__ and "rng" in ps.__all__
+    assert {"pytree", "rng", "optax"} <= set(ps.__all__)
     a = {"x": torch.ones(2), "y": (torch.zeros(1), torch.ones(1))}
     b = ps.pytree.tree_map(lambda t: t * 2, a)
     summed = ps.pytree.tree_map(lambda s, t: s + t, a, b)
