@@ -29,6 +29,12 @@ __all__ = [
 ]
 
 
+def _per_tensor(tensors: list[torch.Tensor]) -> bool:
+    """Whether to use one op per tensor instead of torch's multi-tensor kernels: under
+    ``torch.compile`` (which may trace a vmap) or ``vmap``."""
+    return torch.compiler.is_compiling() or any(is_functorch_wrapped(t) for t in tensors)
+
+
 def global_norm(updates: Updates, norm_type: float = 2.0) -> torch.Tensor:
     r"""The norm of all tensors as one vector, :math:`\|(\|g_1\|_p, \dots, \|g_n\|_p)\|_p`,
     computed as ``clip_grad_norm_`` does (per-tensor ``_foreach_norm``, then the norm of the
@@ -36,9 +42,9 @@ def global_norm(updates: Updates, norm_type: float = 2.0) -> torch.Tensor:
     tensors = list(updates.values())
     if not tensors:
         return torch.tensor(0.0)
-    if any(is_functorch_wrapped(t) for t in tensors):
-        # Under vmap (a sweep): the multi-tensor kernel has no batching rule; the same
-        # per-tensor norms, one op each.
+    if _per_tensor(tensors):
+        # Under vmap (a sweep) the multi-tensor kernel has no batching rule: the same
+        # per-tensor norms, one op each (compiled, inductor fuses them either way).
         norms = [torch.linalg.vector_norm(t, norm_type) for t in tensors]
     else:
         norms = list(foreach_norm(tensors, norm_type))
@@ -69,7 +75,7 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0) -> GradientTran
             return updates, state
         total = global_norm(updates, norm_type)
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        if is_functorch_wrapped(coef):
+        if _per_tensor([coef]):
             return {k: u * coef for k, u in updates.items()}, state
         scaled = foreach_mul(list(updates.values()), coef)
         return dict(zip(updates, scaled, strict=True)), state

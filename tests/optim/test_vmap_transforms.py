@@ -68,3 +68,20 @@ def test_clip_by_global_norm_eager_path_still_bitwise_clip_grad_norm():
     torch.nn.utils.clip_grad_norm_(tensors, 0.5)
     for got, t in zip(clipped.values(), tensors, strict=True):
         assert torch.equal(got, t.grad)
+
+
+@pytest.mark.slow
+def test_clip_by_global_norm_compiled_and_vmapped():
+    """The issue's case: a vmapped sweep with clipping, compiled (it raised
+    'Batching rule not implemented for aten::_foreach_norm')."""
+    model = mlp(p=0.0)
+    opt = OPTIMIZERS["clip_by_global_norm"]()
+    stacked = ps.stack_states([ps.TrainState.create(mlp(seed=s, p=0.0), opt) for s in (0, 1)])
+    vstep = ps.vmap(ps.make_train_step(model, F.cross_entropy, opt))
+    compiled = ps.compile(vstep)
+    eager = stacked
+    for batch in batches((10,), n=3):
+        stacked, cm = compiled(stacked, batch)
+        eager, em = vstep(eager, batch)
+        torch.testing.assert_close(cm["loss"], em["loss"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(stacked.params, eager.params, rtol=1e-4, atol=1e-5)
