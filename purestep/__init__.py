@@ -35,16 +35,17 @@ _EXPORTS = {
             "vmap",
         )
     },
+    "rng": "purestep.core",  # the module purestep.core.rng: split, fold_in
     **{name: "purestep.train" for name in ("fit", "sweep", "tune")},
     **{
         name: f"purestep.{name}"
-        for name in ("core", "data", "distributed", "optim", "parity", "train")
+        for name in ("core", "data", "distributed", "optax", "optim", "parity", "pytree", "train")
     },
 }
 __getattr__, __dir__ = _lazy_exports("purestep", globals(), _EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from purestep import core, data, distributed, optim, parity, train
+    from purestep import core, data, distributed, optax, optim, parity, pytree, train
     from purestep.core import (
         EvalStep,
         TrainState,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         load_state_into,
         make_eval_step,
         make_train_step,
+        rng,
         rng_key,
         rng_scope,
         save_state,
@@ -82,8 +84,11 @@ __all__ = [
     "load_state_into",
     "make_eval_step",
     "make_train_step",
+    "optax",
     "optim",
     "parity",
+    "pytree",
+    "rng",
     "rng_key",
     "rng_scope",
     "save_state",

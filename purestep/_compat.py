@@ -42,10 +42,12 @@ except ImportError:  # pragma: no cover - depends on the environment
 # Also ``counters`` (dynamo's event counters), resolved by ``__getattr__`` below on first use
 # (importing torch._dynamo takes seconds), hence not in __all__.
 __all__ = [
+    "add_batch_dim",
     "child_schedulers",
     "compute_bucket_assignment_by_size",
     "default_first_bucket_bytes",
     "default_store",
+    "disable_functorch",
     "fast_pytree",
     "foreach_add",
     "foreach_add_",
@@ -60,6 +62,7 @@ __all__ = [
     "foreach_norm",
     "foreach_sqrt",
     "functional_collectives",
+    "functorch_level",
     "is_batched",
     "is_functorch_wrapped",
     "one_cycle_anneal_strategy",
@@ -67,6 +70,8 @@ __all__ = [
     "portable_guard_filter",
     "pytree",
     "sequential_milestones",
+    "unwrap_batched",
+    "unwrap_one_level",
 ]
 
 
@@ -81,6 +86,36 @@ def is_functorch_wrapped(t: torch.Tensor) -> bool:
 def is_batched(t: torch.Tensor) -> bool:
     """Whether ``t`` is a ``vmap`` batched tensor."""
     return bool(torch._C._functorch.is_batchedtensor(t))
+
+
+# The next four let ``purestep.core.vmap_rng`` draw each vmapped member's random numbers
+# from its own key: see the physical (K, ...) tensor behind a batched one, wrap a
+# physical tensor as batched, and run plain (unbatched) ops inside a vmapped function.
+
+
+def functorch_level(t: torch.Tensor) -> int:
+    """The functorch level of a wrapped tensor (-1 for a plain one)."""
+    return int(torch._C._functorch.maybe_get_level(t))
+
+
+def unwrap_one_level(t: torch.Tensor) -> torch.Tensor:
+    """The tensor a functorch wrapper (a ``grad`` or ``vmap`` level) wraps."""
+    return torch._C._functorch.get_unwrapped(t)
+
+
+def unwrap_batched(t: torch.Tensor, level: int) -> tuple[torch.Tensor, int | None]:
+    """A batched tensor of ``level`` as ``(physical tensor, batch dim)``."""
+    return torch._C._functorch._unwrap_batched(t, level)
+
+
+def add_batch_dim(t: torch.Tensor, bdim: int, level: int) -> torch.Tensor:
+    """``t``'s dim ``bdim`` as the batch dim of a ``vmap`` at ``level``."""
+    return torch._C._functorch._add_batch_dim(t, bdim, level)
+
+
+def disable_functorch() -> Any:
+    """A context in which ops see plain tensors (no vmap/grad dispatch)."""
+    return torch._C._DisableFuncTorch()
 
 
 # ------------------------------------------------------------------- multi-tensor kernels

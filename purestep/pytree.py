@@ -1,10 +1,22 @@
-"""Pytree helpers over nested dicts, lists, tuples and NamedTuples of tensors.
+"""Pytree helpers over nested dicts, lists, tuples and NamedTuples of tensors (public:
+``purestep.pytree``, ``ps.pytree``).
 
-Thin, typed re-exports of ``torch.utils._pytree`` (which ``torch.compile`` and
-``torch.func`` understand natively) plus the checks purestep needs: every leaf a
-tensor, and readable key paths in error messages; and the one walker over *nodes*
-(``map_nodes``/``find_nodes``) that optimizer code uses to reach the states it owns
-inside whatever containers ``chain``, ``multi_transform`` and the wrappers built.
+For JAX users, ``jax.tree_util``'s names: ``tree_map(fn, tree, *rest)`` (several trees of
+one structure, as ``jax.tree.map``), ``tree_leaves``, ``tree_flatten`` /
+``tree_unflatten(leaves, spec)``, ``tree_structure``, ``tree_flatten_with_path`` and
+``keystr``; plus ``tree_map_with_name`` (the key path as a string), ``tree_clone``,
+``tree_bitwise_equal`` and ``check_tensor_leaves``. A ``TrainState``, an optimizer state,
+params and batches are all such trees.
+
+These are torch's own pytrees, the containers ``torch.compile`` and ``torch.func``
+understand natively. torch 2.13 has no public pytree module (``torch.utils.pytree`` is
+not in this release), so the functions come from ``torch.utils._pytree`` through
+``purestep._compat`` (the one place that names torch's private APIs); these names are
+purestep's stable contract whichever torch module backs them. Also here: the checks
+purestep needs (every leaf a tensor, readable key paths in error messages) and the one
+walker over *nodes* (``map_nodes``/``find_nodes``) that optimizer code uses to reach the
+states it owns inside whatever containers ``chain``, ``multi_transform`` and the wrappers
+built.
 
 Top-level (not under ``core``) so that ``core``, ``optim`` and ``parity`` all use it
 without one importing another's internals.

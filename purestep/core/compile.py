@@ -102,6 +102,12 @@ def compile(
         # compiled step keeps all of dynamo's guards: correct, a little slower per call.
         kwargs["options"]["guard_filter_fn"] = keep_user_guards
     if donate:
+        if isinstance(step, VmappedStep) and step._training:
+            raise ValueError(
+                "donate=True is not supported for a vmapped train step: compile it without "
+                "donate (purestep.compile(purestep.vmap(step))); the stacked state is then "
+                "returned as new tensors"
+            )
         if not isinstance(step, TrainStep):
             raise ValueError("donate=True is for train steps (an eval step returns no state)")
         donor: TrainStep = step._with_impl(step._pure)  # type: ignore[assignment]

@@ -17,7 +17,15 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["RngScope", "convert_key", "key_device_type", "rng_key", "rng_scope"]
+__all__ = [
+    "RngScope",
+    "convert_key",
+    "fold_in",
+    "key_device_type",
+    "rng_key",
+    "rng_scope",
+    "split",
+]
 
 _CUDA_KEY_BYTES = 16
 
@@ -55,6 +63,46 @@ def convert_key(key: torch.Tensor, device: str | torch.device) -> torch.Tensor:
     return rng_key(int.from_bytes(digest, "little") >> 1, device_type)
 
 
+def _derive(key: torch.Tensor, tag: bytes) -> torch.Tensor:
+    """A new key of ``key``'s generator type, seeded from a hash of ``key`` and ``tag``."""
+    if not isinstance(key, torch.Tensor) or key.dtype != torch.uint8 or key.dim() != 1:
+        shape = tuple(key.shape) if isinstance(key, torch.Tensor) else type(key).__name__
+        raise TypeError(
+            f"a key is a 1-d uint8 generator state (rng_key(seed), state.rng), got {shape}"
+            + (f" {key.dtype}" if isinstance(key, torch.Tensor) else "")
+        )
+    data = key.detach().cpu().contiguous().numpy().tobytes()
+    digest = hashlib.blake2b(data + b"|" + tag, digest_size=8, person=b"purestep.rng").digest()
+    return rng_key(int.from_bytes(digest, "little") >> 1, key_device_type(key))
+
+
+def split(key: torch.Tensor, num: int = 2) -> torch.Tensor:
+    """``num`` new keys from ``key``, as ``jax.random.split``: a ``(num, key_bytes)`` tensor
+    whose rows are keys (``keys[i]``, or ``unbind()``).
+
+    Deterministic (the same key gives the same keys), the keys differ from each other and
+    from ``key``, and ``key`` itself is not changed; as in JAX, use the new keys and stop
+    using ``key``. Each new key is a generator state seeded from a hash of ``key`` and the
+    row index, so drawing from one says nothing about the others. Host-side: call it
+    outside a compiled or vmapped function.
+    """
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be an int >= 1, got {num!r}")
+    return torch.stack([_derive(key, b"split:%d:%d" % (num, i)) for i in range(num)])
+
+
+def fold_in(key: torch.Tensor, data: int) -> torch.Tensor:
+    """A new key from ``key`` and an integer ``data``, as ``jax.random.fold_in``: the same
+    ``(key, data)`` always gives the same key; different ``data`` give different keys (e.g.
+    a key per step or per worker: ``fold_in(key, step)``). ``key`` is not changed.
+    Host-side, like ``split``."""
+    if isinstance(data, torch.Tensor) and data.numel() == 1 and not data.is_floating_point():
+        data = int(data.item())
+    if isinstance(data, bool) or not isinstance(data, int):
+        raise TypeError(f"fold_in's data must be an int, got {type(data).__name__}")
+    return _derive(key, b"fold_in:%d" % data)
+
+
 class RngScope:
     """Holds the advanced key once the ``rng_scope`` block has exited."""
 
@@ -72,6 +120,10 @@ def rng_scope(key: torch.Tensor, device: str | torch.device = "cpu") -> Iterator
     generator state is restored, so nothing outside the block sees the draw.
     """
     device = torch.device(device)
+    if key.storage_offset() != 0 or not key.is_contiguous():
+        # A row of a stacked key (keys[i], unstack_state): torch's set_rng_state reads the
+        # storage from its start (torch 2.13 crashes on such a view), so give it its own.
+        key = key.clone()
     scope = RngScope(key)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()

@@ -291,7 +291,10 @@ class _Step:
         else:
             loss, aux = result, {}
         if not isinstance(aux, Mapping):
-            raise TypeError(f"loss_fn's aux must be a dict of metrics, got {type(aux).__name__}")
+            # JAX's has_aux takes any pytree: a tensor, tuple, NamedTuple ... of tensors
+            # comes back whole as metrics["aux"].
+            check_tensor_leaves(aux, "loss_fn's aux")
+            aux = {"aux": aux}
         return _check_loss(loss), dict(aux), collected[0], None, None
 
     def _extra_metrics(self, outputs: Any, targets: Any) -> Metrics:
@@ -739,7 +742,8 @@ def make_train_step(
         optimizer: a ``purestep.optim`` rule (or a transform, applied as ``p + u``).
         loss_fn: general form ``loss_fn(apply, params, buffers, batch, rng) -> loss | (loss,
             aux)``, where ``apply(params, buffers, *inputs)`` runs the model; aux is a dict of
-            metrics.
+            metrics (merged into the metrics), or any other pytree of tensors (JAX's
+            ``has_aux``), returned whole as ``metrics["aux"]``.
         metrics_fn: ``(outputs, targets) -> {name: tensor}``, computed without gradient.
         return_grads: add the gradient dict to the metrics under ``"grads"``.
         grad_engine: ``"auto"`` (default): ``torch.autograd.grad`` in plain eager mode

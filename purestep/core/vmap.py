@@ -5,10 +5,17 @@
 different learning rates in ``opt_state``, ...) trained in lockstep by one call, and
 ``purestep.compile`` compiles it as a single graph. ``unstack_state`` splits the result.
 
-Randomness: the device generator is set from the first model's key and the vmapped call
-draws *different* random numbers for each model (``randomness="different"``); afterwards
-every model's key is the advanced generator state. A sweep is therefore reproducible from
-its stacked state, but model i's dropout masks depend on the sweep it is part of.
+Randomness: each model draws from its own key. Dropout and torch's random ops (see
+``purestep.core.vmap_rng`` for the list) are drawn once per model with the generator set
+from that model's key, so model i's masks are exactly those of its solo step, whatever
+sweep it is part of, and its new key is the one its solo step returns. Other random ops
+draw from vmap's shared ``randomness="different"`` stream, seeded from model 0's key.
+
+A *compiled* vmapped step is one graph, which cannot switch generators per model: it
+draws every random op from vmap's shared stream seeded from model 0's key (reproducible
+from the stacked state, different per model, but not model i's solo masks); if it drew,
+each model's new key is ``purestep.core.rng.fold_in(its key, 0)`` (distinct keys stay
+distinct), and a step that drew nothing leaves the keys unchanged.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from typing import Any
 
 import torch
 
-from purestep.core.rng import rng_scope
+from purestep._compat import functorch_level
+from purestep.core.rng import fold_in, rng_scope
 from purestep.core.state import TrainState, check_not_donated
 from purestep.core.step import EvalStep, TrainStep, call_compiled
+from purestep.core.vmap_rng import MemberRandomness
 from purestep.pytree import tree_map
 
 __all__ = ["VmappedStep", "stack_states", "unstack_state", "vmap"]
@@ -61,6 +70,8 @@ class VmappedStep:
         self.compiled = False
         self._training = isinstance(step, TrainStep)
         self._eager = torch.func.vmap(step._pure, in_dims=(0, batch_axis), randomness="different")
+        self._keyed = torch.func.vmap(self._member, in_dims=(0, batch_axis), randomness="different")
+        self._randomness: MemberRandomness | None = None
         self._impl = self._eager
         self._validated: list[Any] = []
         self._last_output: Any = None
@@ -68,6 +79,14 @@ class VmappedStep:
     @property
     def _pure(self) -> Any:
         return self._eager
+
+    def _member(self, state: TrainState, batch: Any) -> Any:
+        """One member's step, its random draws from its own key (see ``vmap_rng``)."""
+        mode = self._randomness
+        assert mode is not None
+        mode.level = functorch_level(state.step)
+        with mode:
+            return self.step._pure(state, batch)
 
     def __call__(self, state: TrainState, batch: Any) -> Any:
         if not isinstance(state, TrainState):
@@ -80,7 +99,6 @@ class VmappedStep:
                 f"{tuple(state.step.shape)}: use purestep.core.stack_states"
             )
         self.step._mirror.sync()
-        k = state.step.shape[0]
         # A stacked state this step returned last time fits by construction: skip taking
         # out its first model (one select per leaf: ~0.4 ms per call on W2's 299 leaves)
         # and re-checking it (states are immutable; do not assign into their dicts).
@@ -95,7 +113,7 @@ class VmappedStep:
         self.step.check_batch(sample, state)
         out: Any
         if self.compiled:
-            out, key = call_compiled(
+            out, advanced = call_compiled(
                 self._impl,
                 self._eager,
                 self._validated,
@@ -104,14 +122,25 @@ class VmappedStep:
                 key=state.rng[0],
                 device=device,
             )
+            # One graph cannot switch generators per model (see the module docstring):
+            # if it drew, each model's key moves on its own way, as a function of itself;
+            # a step that drew nothing leaves every key as it was (as a solo step does).
+            if torch.equal(advanced, state.rng[0]):
+                keys = state.rng
+            else:
+                keys = torch.stack([fold_in(key_i, 0) for key_i in state.rng])
         else:
-            with rng_scope(state.rng[0], device) as scope:
-                out = self._impl(state, batch)
-            key = scope.key
+            self._randomness = MemberRandomness([key.clone() for key in state.rng], device)
+            try:
+                with rng_scope(state.rng[0], device):
+                    out = self._keyed(state, batch)
+                keys = torch.stack(self._randomness.keys)
+            finally:
+                self._randomness = None
         if not self._training:
             return out
         new_state, metrics = out
-        new_state = new_state._replace(rng=key.expand(k, -1).clone())
+        new_state = new_state._replace(rng=keys)
         self._last_output = new_state
         return new_state, metrics
 

@@ -19,7 +19,18 @@ from purestep._compat import is_batched, is_functorch_wrapped
 
 Scalar = float | int | torch.Tensor
 
-__all__ = ["Scalar", "add", "addcdiv", "addcmul", "float64", "host_value", "lerp", "pow_", "sqrt"]
+__all__ = [
+    "Scalar",
+    "add",
+    "addcdiv",
+    "addcmul",
+    "float64",
+    "host_value",
+    "lerp",
+    "maybe_nonzero",
+    "pow_",
+    "sqrt",
+]
 
 
 def host_value(t: torch.Tensor) -> Scalar:
@@ -27,6 +38,13 @@ def host_value(t: torch.Tensor) -> Scalar:
     if torch.compiler.is_compiling() or t.device.type != "cpu" or is_functorch_wrapped(t):
         return t
     return t.item()
+
+
+def maybe_nonzero(x: Scalar) -> bool:
+    """``x != 0`` for a Python number (torch.optim's per-step ``if weight_decay != 0``);
+    True for a tensor, whose value a compiled or vmapped step cannot branch on (adding a
+    zero decay then changes at most the sign of a zero)."""
+    return isinstance(x, torch.Tensor) or x != 0
 
 
 def add(x: torch.Tensor, y: torch.Tensor, alpha: Scalar = 1) -> torch.Tensor:

@@ -76,7 +76,8 @@ def adadelta(
     torch_check("weight_decay", weight_decay)
     static = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay}
     dynamic = dynamic_names(dynamic, static)
-    use_decay = weight_decay != 0
+    # A dynamic weight_decay is tested every step, as torch tests the group's value.
+    use_decay = weight_decay != 0 or "weight_decay" in dynamic
 
     def init(params: Params) -> AdadeltaState:
         device = params_device(params)
@@ -96,7 +97,7 @@ def adadelta(
         acc_deltas: Params = {}
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
-            if use_decay:
+            if use_decay and ops.maybe_nonzero(wd):
                 g = ops.add(g, p, alpha=wd)
             square_avg = ops.addcmul(state.square_avg[k].mul(rho_), g, g, value=1 - rho_)
             std = square_avg.add(eps_).sqrt()

@@ -79,7 +79,8 @@ def adagrad(
     torch_check("eps", eps)
     static = {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay, "eps": eps}
     dynamic = dynamic_names(dynamic, static)
-    use_decay = weight_decay != 0
+    # A dynamic weight_decay is tested every step, as torch tests the group's value.
+    use_decay = weight_decay != 0 or "weight_decay" in dynamic
 
     def init(params: Params) -> AdagradState:
         device = params_device(params)
@@ -100,7 +101,7 @@ def adagrad(
         sums: Params = {}
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
-            if use_decay:
+            if use_decay and ops.maybe_nonzero(wd):
                 g = ops.add(g, p, alpha=wd)
             state_sum = torch.addcmul(state.sum[k], g, g, value=1)
             sums[k] = state_sum

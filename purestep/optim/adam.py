@@ -100,7 +100,8 @@ def adam(
     """
     static = adam_family_hyperparams(lr, betas, eps, weight_decay)
     dynamic = dynamic_names(dynamic, static)
-    use_decay = static["weight_decay"] != 0
+    # A dynamic weight_decay is tested every step, as torch tests the group's value.
+    use_decay = static["weight_decay"] != 0 or "weight_decay" in dynamic
     if foreach is not None and not isinstance(foreach, bool):
         raise TypeError(f"foreach must be a bool or None, got {foreach!r}")
 
@@ -152,7 +153,7 @@ def adam(
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
             fresh_p = False
-            if use_decay:
+            if use_decay and ops.maybe_nonzero(wd):
                 if decoupled_weight_decay:
                     p = p.mul(1 - lr_ * wd)
                     fresh_p = True

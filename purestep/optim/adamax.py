@@ -72,7 +72,8 @@ def adamax(
     """
     static = adam_family_hyperparams(lr, betas, eps, weight_decay)
     dynamic = dynamic_names(dynamic, static)
-    use_decay = static["weight_decay"] != 0
+    # A dynamic weight_decay is tested every step, as torch tests the group's value.
+    use_decay = static["weight_decay"] != 0 or "weight_decay" in dynamic
 
     def init(params: Params) -> AdamaxState:
         device = params_device(params)
@@ -95,7 +96,7 @@ def adamax(
         exp_infs: Params = {}
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
-            if use_decay:
+            if use_decay and ops.maybe_nonzero(wd):
                 g = ops.add(g, p, alpha=wd)
             exp_avg = ops.lerp(state.exp_avg[k], g, 1 - b1)
             exp_inf = torch.maximum(state.exp_inf[k].mul(b2), g.abs().add(eps_))

@@ -1,7 +1,14 @@
 """Hyperparameters that live in the optimizer state as 0-d float64 tensors.
 
 A rule keeps its *dynamic* hyperparameters (by default just ``lr``) in a
-``hyperparams: dict[str, Tensor]`` field of its state. Changing one is a new state, not a
+``hyperparams: dict[str, Tensor]`` field of its state; the others are fixed when the rule is
+built (``dynamic=`` or ``inject_hyperparams`` chooses). Each rule state is one param group
+(``multi_transform``/``param_groups`` build several), numbered in traversal order:
+``group=i`` names one.
+
+Betas: constructors take torch's ``betas=(b1, b2)``; the state holds them as ``beta1`` and
+``beta2``. ``dynamic=``, ``get_hyperparam`` and ``set_hyperparam`` accept both spellings:
+``"betas"`` (a pair) or ``"beta1"``/``"beta2"`` (one each). Changing one is a new state, not a
 new function, so a compiled step never recompiles. float64 holds a Python float exactly, so
 ``set_hyperparam(state, "lr", 1e-3)`` gives bitwise the lr that torch.optim would use.
 """
@@ -39,6 +46,9 @@ def dynamic_names(dynamic: Iterable[str] | str, static: Mapping[str, float]) -> 
             raise ValueError(f'dynamic must be a sequence of names or "all", got {dynamic!r}')
         return tuple(static)
     names = tuple(dynamic)
+    if "betas" in names and "beta1" in static:  # torch's constructor name for the pair
+        names = (*(n for n in names if n != "betas"), "beta1", "beta2")
+        names = tuple(dict.fromkeys(names))
     for name in names:
         if name not in static:
             raise ValueError(f"unknown hyperparameter {name!r}; this rule has {sorted(static)}")
@@ -85,15 +95,63 @@ def _map_hyperparams(
     )
 
 
-def get_hyperparam(opt_state: Any, name: str) -> torch.Tensor:
-    """The first dynamic hyperparameter ``name`` found in ``opt_state``."""
-    for holder in _holders(opt_state):
-        if name in holder.hyperparams:
-            return holder.hyperparams[name]
-    raise KeyError(
-        f"no dynamic hyperparameter {name!r} in this optimizer state; dynamic ones: "
-        f"{sorted({k for h in _holders(opt_state) for k in h.hyperparams})}"
+def _static_error(opt_state: Any, name: str) -> KeyError:
+    dynamic = sorted({k for h in _holders(opt_state) for k in h.hyperparams})
+    return KeyError(
+        f"no dynamic hyperparameter {name!r} in this optimizer state (dynamic ones: "
+        f"{dynamic}); a hyperparameter the rule fixed when it was built cannot be changed: "
+        f"build the rule with dynamic=(..., {name!r}) or dynamic='all' (what "
+        "inject_hyperparams(rule)(...) does) to hold it in the state"
     )
+
+
+def _group_holders(opt_state: Any, name: str, group: int | None) -> list[Any]:
+    """The rule states (param groups) that ``name`` addresses: all, or group ``group``."""
+    holders = _holders(opt_state)
+    if group is None:
+        return holders
+    if isinstance(group, bool) or not isinstance(group, int):
+        raise TypeError(f"group must be an int, got {type(group).__name__}")
+    if not 0 <= group < len(holders):
+        raise IndexError(
+            f"group={group} but this optimizer state has {len(holders)} param group(s) "
+            f"(0 .. {len(holders) - 1})"
+        )
+    return [holders[group]]
+
+
+def get_hyperparam(opt_state: Any, name: str, group: int | None = None) -> Any:
+    """The dynamic hyperparameter ``name`` (a 0-d tensor; ``"betas"``: a pair of them).
+
+    Args:
+        opt_state: an optimizer state (``state.opt_state``).
+        name: e.g. ``"lr"``, ``"weight_decay"``, ``"beta1"`` or ``"betas"``.
+        group: the param group (rule state, in traversal order) to read. ``None``: the
+            value all groups share.
+
+    Raises:
+        KeyError: ``name`` is not dynamic here (the message says how to make it so).
+        ValueError: ``group`` is None and the groups hold different values.
+        IndexError: there is no group ``group``.
+    """
+    if name == "betas":
+        return (
+            get_hyperparam(opt_state, "beta1", group),
+            get_hyperparam(opt_state, "beta2", group),
+        )
+    holders = _group_holders(opt_state, name, group)
+    values = [h.hyperparams[name] for h in holders if name in h.hyperparams]
+    if not values:
+        raise _static_error(opt_state, name)
+    if group is None and len(values) > 1:
+        first = values[0]
+        if not all(v.shape == first.shape and bool(torch.equal(v, first)) for v in values):
+            shown = [float(v) if v.numel() == 1 else tuple(v.shape) for v in values]
+            raise ValueError(
+                f"{name!r} differs across the {len(values)} param groups ({shown}): pass "
+                f"group=i to choose one (0 .. {len(values) - 1})"
+            )
+    return values[0]
 
 
 def group_hyperparams(opt_state: Any) -> list[dict[str, torch.Tensor]]:
@@ -130,19 +188,28 @@ def replace_lrs(opt_state: Any, lrs: list[torch.Tensor]) -> Any:
     )
 
 
-def set_hyperparam(opt_state: Any, name: str, value: float | torch.Tensor) -> Any:
-    """A new state with every dynamic hyperparameter ``name`` set to ``value``.
+def set_hyperparam(opt_state: Any, name: str, value: Any, group: int | None = None) -> Any:
+    """A new state with the dynamic hyperparameter ``name`` set to ``value``: in every param
+    group, or in group ``group`` only.
 
     The value is checked as the rule's constructor checks it (torch.optim's messages:
     ``Invalid learning rate: -0.1``), and must be finite. A tensor value is checked where
     reading it is free (eager, CPU, outside ``vmap``); under ``torch.compile``, ``vmap`` or
-    on an accelerator it is taken as it is.
+    on an accelerator it is taken as it is. ``name="betas"`` takes a pair and sets
+    ``beta1`` and ``beta2``.
 
     Raises:
-        KeyError: the state holds no dynamic hyperparameter ``name``.
+        KeyError: ``name`` is not dynamic in the addressed group(s): the rule fixed it when
+            it was built (the message names ``dynamic=`` / ``inject_hyperparams``).
         TypeError: ``value`` is not a number or a one-element tensor.
         ValueError: ``value`` is out of range, NaN or infinite.
+        IndexError: there is no group ``group``.
     """
+    if name == "betas":
+        if not isinstance(value, tuple | list) or len(value) != 2:
+            raise TypeError(f"'betas' must be a pair (beta1, beta2), got {value!r}")
+        opt_state = set_hyperparam(opt_state, "beta1", value[0], group)
+        return set_hyperparam(opt_state, "beta2", value[1], group)
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"hyperparameter {name!r} must be a scalar, got shape {value.shape}")
@@ -153,17 +220,21 @@ def set_hyperparam(opt_state: Any, name: str, value: float | torch.Tensor) -> An
         raise TypeError(f"hyperparameter {name!r} must be a number, got {type(value).__name__}")
     else:
         check_hyperparam(name, float(value))
-    get_hyperparam(opt_state, name)  # raises if absent
+    targets = _group_holders(opt_state, name, group)
+    if not any(name in h.hyperparams for h in targets):
+        raise _static_error(opt_state, name)
+    chosen = {id(h) for h in targets}
 
-    def replace(hp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if name not in hp:
-            return hp
+    def replace(rule: Any) -> Any:
+        hp = rule.hyperparams
+        if id(rule) not in chosen or name not in hp:
+            return rule
         old = hp[name]
         new = (
             value.detach().reshape(()).to(dtype=old.dtype, device=old.device)
             if isinstance(value, torch.Tensor)
             else torch.tensor(float(value), dtype=old.dtype, device=old.device)
         )
-        return {**hp, name: new}
+        return rule._replace(hyperparams={**hp, name: new})
 
-    return _map_hyperparams(opt_state, replace)
+    return map_nodes(replace, opt_state, is_rule_state)

@@ -90,7 +90,8 @@ def nadam(
     static["momentum_decay"] = as_float("momentum_decay", momentum_decay)
     torch_check("momentum_decay", static["momentum_decay"])
     dynamic = dynamic_names(dynamic, static)
-    use_decay = static["weight_decay"] != 0
+    # A dynamic weight_decay is tested every step, as torch tests the group's value.
+    use_decay = static["weight_decay"] != 0 or "weight_decay" in dynamic
 
     def init(params: Params) -> NAdamState:
         device = params_device(params)
@@ -134,7 +135,7 @@ def nadam(
         exp_avg_sqs: Params = {}
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
-            if use_decay:
+            if use_decay and ops.maybe_nonzero(wd):
                 if decoupled_weight_decay:
                     p = p.mul(1 - lr_ * wd)
                 else:

@@ -9,9 +9,10 @@ builds that from a torch-like list of groups.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 
@@ -26,9 +27,16 @@ __all__ = [
     "param_groups",
 ]
 
-# Which parameters: a list of names, a regex matched against the name, or a predicate
-# (name, tensor) -> bool.
-ParamSelector = Sequence[str] | str | Callable[[str, torch.Tensor], bool]
+# Which parameters: a list of names, a regex searched in the name, a predicate
+# (name, tensor) -> bool, a Mapping name -> bool (optax's mask), or a callable
+# params -> Mapping name -> bool (optax's callable mask).
+ParamSelector = (
+    Sequence[str]
+    | str
+    | Mapping[str, bool]
+    | Callable[[str, torch.Tensor], bool]
+    | Callable[[Params], Mapping[str, bool]]
+)
 Labels = Mapping[str, str] | Callable[[Params], Mapping[str, str]]
 
 
@@ -110,21 +118,83 @@ class MaskedState(NamedTuple):
     inner: Any
 
 
+def _positional_arity(fn: Callable[..., Any]) -> set[int]:
+    """Which of 1 and 2 positional arguments ``fn`` accepts."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: try both shapes
+        return {1, 2}
+    fits = set()
+    for n in (1, 2):
+        try:
+            sig.bind(*range(n))
+        except TypeError:
+            continue
+        fits.add(n)
+    return fits
+
+
+def _from_bools(mapping: Mapping[Any, Any], params: Params, what: str) -> list[str]:
+    unknown = [n for n in mapping if n not in params]
+    missing = [n for n in params if n not in mapping]
+    if unknown or missing:
+        raise ValueError(
+            f"{what} must have one bool per parameter name; unknown names {unknown}, "
+            f"missing names {missing}; parameters are {list(params)}"
+        )
+    for n, flag in mapping.items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"{what}[{n!r}] must be a bool, got {type(flag).__name__} ({flag!r})")
+    return [n for n in params if mapping[n]]
+
+
 def _select(selector: ParamSelector, params: Params) -> list[str]:
+    """The parameter names (in ``params`` order) that ``selector`` selects."""
     if isinstance(selector, str):
         pattern = re.compile(selector)
         return [n for n in params if pattern.search(n)]
+    if isinstance(selector, Mapping):
+        return _from_bools(selector, params, "a mask Mapping")
     if callable(selector):
-        return [n for n, p in params.items() if selector(n, p)]
-    names = list(selector)
-    unknown = [n for n in names if n not in params]
-    if unknown:
-        raise ValueError(f"unknown parameter names {unknown}; parameters are {list(params)}")
-    return names
+        arity = _positional_arity(selector)
+        if arity == {1}:  # optax's callable mask: params -> {name: bool}
+            result = cast(Any, selector)(params)
+            if not isinstance(result, Mapping):
+                raise TypeError(
+                    "a one-argument mask is called with the params dict and must return a "
+                    f"Mapping of bools by name, got {type(result).__name__}"
+                )
+            return _from_bools(result, params, "the mask function's result")
+        if arity == {2}:
+            return [n for n, p in params.items() if cast(Any, selector)(n, p)]
+        raise TypeError(
+            "a mask function must take either (params) -> {name: bool} or (name, tensor) -> "
+            f"bool; {getattr(selector, '__name__', selector)!r} accepts "
+            f"{'both' if arity else 'neither'}"
+        )
+    if isinstance(selector, Sequence) and not isinstance(selector, bytes):
+        names = list(selector)
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            raise TypeError(f"a mask list holds parameter names (str), got {bad[:3]!r}")
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            raise ValueError(f"unknown parameter names {unknown}; parameters are {list(params)}")
+        return names
+    raise TypeError(
+        "a mask is a list of names, a regex, a (name, tensor) -> bool predicate, a Mapping "
+        "of bools by name, or a function params -> Mapping of bools; got "
+        f"{type(selector).__name__}"
+    )
 
 
 def masked(inner: Any, mask: ParamSelector) -> Any:
     """Apply ``inner`` only to the parameters ``mask`` selects.
+
+    ``mask``: a list of names, a regex searched in each name, a predicate ``(name,
+    tensor) -> bool``, a Mapping ``{name: bool}`` (optax's mask: one bool per parameter), or
+    a function ``params -> {name: bool}`` (optax's callable mask, e.g. ``lambda p: {n:
+    t.ndim > 1 for n, t in p.items()}``). Anything else is a ``TypeError``.
 
     A masked ``GradientTransformation`` passes the other updates through unchanged; a masked
     ``Optimizer`` leaves the other parameters unchanged (as if frozen).
@@ -133,6 +203,8 @@ def masked(inner: Any, mask: ParamSelector) -> Any:
         raise TypeError(
             f"masked wraps an Optimizer or GradientTransformation, got {type(inner).__name__}"
         )
+    if not isinstance(mask, str | Mapping | Sequence) and not callable(mask):
+        _select(mask, {})  # raises the TypeError that lists what a mask may be
     cache: dict[tuple[str, ...], list[str]] = {}
 
     def chosen(params: Params) -> list[str]:

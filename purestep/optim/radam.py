@@ -81,7 +81,8 @@ def radam(
     """
     static = adam_family_hyperparams(lr, betas, eps, weight_decay)
     dynamic = dynamic_names(dynamic, static)
-    use_decay = static["weight_decay"] != 0
+    # A dynamic weight_decay is tested every step, as torch tests the group's value.
+    use_decay = static["weight_decay"] != 0 or "weight_decay" in dynamic
 
     def init(params: Params) -> RAdamState:
         device = params_device(params)
@@ -122,7 +123,7 @@ def radam(
         exp_avg_sqs: Params = {}
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
-            if use_decay:
+            if use_decay and ops.maybe_nonzero(wd):
                 if decoupled_weight_decay:
                     p = p.mul(1 - lr_ * wd)
                 else:

@@ -97,7 +97,8 @@ def rmsprop(
     dynamic = dynamic_names(dynamic, static)
     switchable = "momentum" in dynamic  # torch tests momentum > 0 at every step
     use_momentum = momentum > 0 or switchable
-    use_decay = weight_decay != 0
+    # A dynamic weight_decay is tested every step, as torch tests the group's value.
+    use_decay = weight_decay != 0 or "weight_decay" in dynamic
 
     def init(params: Params) -> RMSpropState:
         device = params_device(params)
@@ -128,7 +129,7 @@ def rmsprop(
         on: bool | torch.Tensor = (mom > 0) if switchable else True  # a tensor if mom is
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
-            if use_decay:
+            if use_decay and ops.maybe_nonzero(wd):
                 g = ops.add(g, p, alpha=wd)
             square_avg = ops.addcmul(state.square_avg[k].mul(alpha_), g, g, value=1 - alpha_)
             square_avgs[k] = square_avg

@@ -84,7 +84,8 @@ def sgd(
     dynamic = dynamic_names(dynamic, static)
     switchable = "momentum" in dynamic  # torch tests momentum != 0 at every step
     use_momentum = momentum != 0 or switchable
-    use_decay = weight_decay != 0
+    # A dynamic weight_decay is tested every step, as torch tests the group's value.
+    use_decay = weight_decay != 0 or "weight_decay" in dynamic
 
     def init(params: Params) -> SGDState:
         device = params_device(params)
@@ -106,7 +107,7 @@ def sgd(
         new_bufs: Params = {}
         for k, p in params.items():
             g = -grads[k] if maximize else grads[k]
-            if use_decay:
+            if use_decay and ops.maybe_nonzero(wd):
                 g = ops.add(g, p, alpha=wd)
             if use_momentum:
                 old = state.momentum_buffer[k]

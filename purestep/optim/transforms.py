@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from purestep._compat import foreach_mul, foreach_norm
+from purestep._compat import foreach_mul, foreach_norm, is_functorch_wrapped
 from purestep.optim import _scalar_ops as ops
 from purestep.optim._validate import as_float, params_device, require
 from purestep.optim.base import EmptyState, GradientTransformation, Params, Updates
@@ -29,6 +29,12 @@ __all__ = [
 ]
 
 
+def _per_tensor(tensors: list[torch.Tensor]) -> bool:
+    """Whether to use one op per tensor instead of torch's multi-tensor kernels: under
+    ``torch.compile`` (which may trace a vmap) or ``vmap``."""
+    return torch.compiler.is_compiling() or any(is_functorch_wrapped(t) for t in tensors)
+
+
 def global_norm(updates: Updates, norm_type: float = 2.0) -> torch.Tensor:
     r"""The norm of all tensors as one vector, :math:`\|(\|g_1\|_p, \dots, \|g_n\|_p)\|_p`,
     computed as ``clip_grad_norm_`` does (per-tensor ``_foreach_norm``, then the norm of the
@@ -36,7 +42,12 @@ def global_norm(updates: Updates, norm_type: float = 2.0) -> torch.Tensor:
     tensors = list(updates.values())
     if not tensors:
         return torch.tensor(0.0)
-    norms = foreach_norm(tensors, norm_type)
+    if _per_tensor(tensors):
+        # Under vmap (a sweep) the multi-tensor kernel has no batching rule: the same
+        # per-tensor norms, one op each (compiled, inductor fuses them either way).
+        norms = [torch.linalg.vector_norm(t, norm_type) for t in tensors]
+    else:
+        norms = list(foreach_norm(tensors, norm_type))
     return torch.linalg.vector_norm(torch.stack(norms), norm_type)
 
 
@@ -64,6 +75,8 @@ def clip_by_global_norm(max_norm: float, norm_type: float = 2.0) -> GradientTran
             return updates, state
         total = global_norm(updates, norm_type)
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        if _per_tensor([coef]):
+            return {k: u * coef for k, u in updates.items()}, state
         scaled = foreach_mul(list(updates.values()), coef)
         return dict(zip(updates, scaled, strict=True)), state
 
