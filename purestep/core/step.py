@@ -16,6 +16,7 @@ function, which ``purestep.compile`` swaps for its ``torch.compile``d twin.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -23,13 +24,21 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from purestep._compat import is_functorch_wrapped
+from purestep.core.masks import EagerMasks
 from purestep.core.module import ModelMirror, ModelSpec, make_skeleton
 from purestep.core.pytree import check_tensor_leaves, tree_flatten, tree_map, tree_structure
 from purestep.core.rng import rng_scope
 from purestep.core.state import TrainState, check_not_donated, mark_donated
 from purestep.optim.base import GradientTransformation, Optimizer, as_optimizer
 
-__all__ = ["EvalStep", "TrainStep", "make_eval_step", "make_train_step"]
+__all__ = [
+    "EvalStep",
+    "TrainStep",
+    "call_with_batch",
+    "make_eval_step",
+    "make_train_step",
+    "model_loss",
+]
 
 Metrics = dict[str, Any]
 GRAD_ENGINES = ("auto", "func", "autograd")
@@ -38,6 +47,39 @@ MetricsFn = Callable[[Any, Any], Mapping[str, torch.Tensor]]
 # loss_fn(apply, params, buffers, batch, rng) -> loss | (loss, aux); apply(params, buffers,
 # *inputs, **kwargs) -> outputs runs the model (new buffers are collected by the step).
 LossFn = Callable[..., Any]
+
+
+def call_with_batch(fn: Callable[..., Any], batch: Any) -> Any:
+    """``fn(**batch)`` for a Mapping batch (Hugging Face style), ``fn(*batch)`` for a tuple
+    or list, ``fn(batch)`` otherwise: how a step without a criterion runs the model."""
+    if isinstance(batch, Mapping):
+        return fn(**batch)
+    if isinstance(batch, tuple | list):
+        return fn(*batch)
+    return fn(batch)
+
+
+def model_loss(outputs: Any) -> torch.Tensor:
+    """The loss a model computed itself: a 0-d tensor output, ``out["loss"]`` or ``out.loss``
+    (a Hugging Face ``ModelOutput`` has both when ``labels=`` is given)."""
+    if isinstance(outputs, torch.Tensor):
+        loss: Any = outputs
+    else:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else None
+        if loss is None:
+            loss = getattr(outputs, "loss", None)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        got = (
+            f"a tensor of shape {tuple(outputs.shape)}"
+            if isinstance(outputs, torch.Tensor)
+            else f"{type(outputs).__name__} without a loss"
+        )
+        raise ValueError(
+            "with no criterion (criterion=None, YAML loss: model) the model must compute its "
+            f"own loss (a 0-d tensor, out['loss'] or out.loss), got {got}; pass the labels "
+            "in the batch (e.g. a dict batch with 'labels') or give a criterion"
+        )
+    return loss
 
 
 def _describe(tree: Any) -> str:
@@ -87,16 +129,22 @@ class _Swap:
         self.count = len(params) + len(buffers)
 
     def __call__(
-        self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], inputs: Any
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
+        inputs: Any,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         values = self._values(params, buffers)
         if values is None:
-            return functional_call(self.skeleton, (dict(params), dict(buffers)), tuple(inputs))
+            return functional_call(
+                self.skeleton, (dict(params), dict(buffers)), tuple(inputs), dict(kwargs or {})
+            )
         slots = self.slots
         try:
             for (table, attr, _), value in zip(slots, values, strict=True):
                 table[attr] = value
-            return self.skeleton(*inputs)
+            return self.skeleton(*inputs, **(kwargs or {}))
         finally:
             for table, attr, stand_in in slots:
                 table[attr] = stand_in
@@ -136,8 +184,11 @@ class _Step:
                 f"autocast must be a torch.dtype such as torch.bfloat16, got {autocast!r}"
             )
         self.autocast = autocast
-        if (criterion is None) == (loss_fn is None):
-            raise TypeError("give exactly one of criterion=(outputs, targets) -> loss or loss_fn=")
+        if criterion is not None and loss_fn is not None:
+            raise TypeError(
+                "give at most one of criterion=(outputs, targets) -> loss and loss_fn= "
+                "(neither: the model computes its own loss)"
+            )
         if criterion is not None and not callable(criterion):
             raise TypeError(f"criterion must be callable, got {type(criterion).__name__}")
         if loss_fn is not None and not callable(loss_fn):
@@ -196,11 +247,24 @@ class _Step:
             return
         if self.criterion is not None and (not isinstance(batch, tuple | list) or len(batch) < 2):
             length = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
+            hint = (
+                " (a dict batch goes to the model as keyword arguments when the model computes "
+                "its own loss: criterion=None)"
+                if isinstance(batch, Mapping)
+                else ""
+            )
             raise ValueError(
                 "batch must be a tuple (inputs..., targets) of at least 2 tensors when a "
-                f"criterion is given, got {type(batch).__name__}{length}"
+                f"criterion is given, got {type(batch).__name__}{length}{hint}"
             )
-        check_tensor_leaves(batch, "batch", allow_none=self.loss_fn is not None)
+        if self.loss_fn is None and isinstance(batch, Mapping):
+            bad = [k for k in batch if not isinstance(k, str)]
+            if bad:
+                raise TypeError(
+                    "a dict batch is passed as keyword arguments: its keys must be str, got "
+                    f"{bad!r}"
+                )
+        check_tensor_leaves(batch, "batch", allow_none=self.criterion is None)
         device = state.device
         for x in tree_flatten(batch)[0]:
             if isinstance(x, torch.Tensor) and x.device != device:
@@ -210,15 +274,22 @@ class _Step:
 
     # -- the model, wrapped so that a rejected batch is a clear ValueError ----------------
     def _apply(
-        self, params: Mapping[str, torch.Tensor], buffers: dict[str, torch.Tensor], *inputs: Any
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        *inputs: Any,
+        **kwargs: Any,
     ) -> Any:
         if torch.compiler.is_compiling():
-            return functional_call(self.skeleton, (dict(params), buffers), tuple(inputs))
+            return functional_call(self.skeleton, (dict(params), buffers), tuple(inputs), kwargs)
         try:
-            return self._swap(params, buffers, inputs)
+            return self._swap(params, buffers, inputs, kwargs)
         except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            described = _describe(inputs) + (
+                f" and keyword arguments {sorted(kwargs)} {_describe(kwargs)}" if kwargs else ""
+            )
             raise ValueError(
-                f"{self.spec.model_name} rejected the batch inputs {_describe(inputs)}: {err}"
+                f"{self.spec.model_name} rejected the batch inputs {described}: {err}"
             ) from err
 
     def _criterion(self, outputs: Any, targets: Any) -> torch.Tensor:
@@ -256,6 +327,11 @@ class _Step:
         batch: Any,
         rng: torch.Tensor,
     ) -> tuple[torch.Tensor, Metrics, dict[str, torch.Tensor], Any, Any]:
+        if self.loss_fn is None and self.criterion is None:  # the model's own loss
+            new_buffers = {k: b.clone() for k, b in buffers.items()}
+            outputs = call_with_batch(partial(self._apply, params, new_buffers), batch)
+            loss = _check_loss(model_loss(outputs))
+            return loss, {}, new_buffers, outputs, self._targets(batch)
         if self.loss_fn is None:
             *inputs, targets = batch
             new_buffers = {k: b.clone() for k, b in buffers.items()}
@@ -264,10 +340,12 @@ class _Step:
 
         collected: list[dict[str, torch.Tensor]] = [dict(buffers)]
 
-        def apply(p: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], *a: Any) -> Any:
+        def apply(
+            p: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], *a: Any, **kw: Any
+        ) -> Any:
             fresh = {k: v.clone() for k, v in b.items()}
             collected[0] = fresh
-            return self._apply(p, fresh, *a)
+            return self._apply(p, fresh, *a, **kw)
 
         result = self.loss_fn(apply, params, buffers, batch, rng)
         if isinstance(result, tuple):
@@ -281,6 +359,13 @@ class _Step:
         if not isinstance(aux, Mapping):
             raise TypeError(f"loss_fn's aux must be a dict of metrics, got {type(aux).__name__}")
         return _check_loss(loss), dict(aux), collected[0], None, None
+
+    def _targets(self, batch: Any) -> Any:
+        """What ``metrics_fn`` gets as targets: the batch's last item with a criterion, the
+        ``labels`` of a dict batch without one (else None)."""
+        if self.criterion is not None:
+            return batch[-1]
+        return batch.get("labels") if isinstance(batch, Mapping) else None
 
     def _extra_metrics(self, outputs: Any, targets: Any) -> Metrics:
         if self.metrics_fn is None or outputs is None:
@@ -524,7 +609,7 @@ class TrainStep(_Step):
         params = {k: new_trainable.get(k, p) for k, p in state.params.items()}
         metrics: Metrics = {"loss": loss, **aux}
         if kept:
-            metrics.update(self._extra_metrics(kept[0], batch[-1]))
+            metrics.update(self._extra_metrics(kept[0], self._targets(batch)))
         if self.return_grads:
             metrics["grads"] = grads
         new_state = TrainState(params, new_buffers, opt_state, state.step + 1, state.rng)
@@ -555,7 +640,12 @@ class TrainStep(_Step):
             )
         )
         if use_func:
-            grads, (_, aux) = grad_and_value(objective, has_aux=True)(trainable)
+            # functorch's dropout draws other masks than eager's (see purestep.core.masks).
+            conv_layout = torch.compiler.is_compiling() and any(
+                p.dim() == 4 and p.device.type == "cpu" for p in trainable.values()
+            )
+            with EagerMasks(conv_layout):
+                grads, (_, aux) = grad_and_value(objective, has_aux=True)(trainable)
             return grads, aux
         leaves = {k: p.detach().requires_grad_(True) for k, p in trainable.items()}
         with torch.enable_grad():
@@ -627,12 +717,17 @@ def make_train_step(
             from the model as it is at each call (see ``purestep.core.module``). Its module
             tree is fixed: replacing a submodule later is an error.
         criterion: ``(outputs, targets) -> 0-d loss`` (``nn.CrossEntropyLoss()``, ...); the
-            batch is then ``(inputs..., targets)``. Pass ``None`` when giving ``loss_fn``.
+            batch is then ``(inputs..., targets)``. ``None`` with ``loss_fn``; ``None``
+            without it: the model computes its own loss (``out.loss``, ``out["loss"]`` or a
+            0-d tensor output, Hugging Face style), and the batch is the model's arguments:
+            a dict is passed as keyword arguments (``model(**batch)``), a tuple
+            positionally, a tensor as the one argument (see ``call_with_batch``).
         optimizer: a ``purestep.optim`` rule (or a transform, applied as ``p + u``).
         loss_fn: general form ``loss_fn(apply, params, buffers, batch, rng) -> loss | (loss,
-            aux)``, where ``apply(params, buffers, *inputs)`` runs the model; aux is a dict of
-            metrics.
-        metrics_fn: ``(outputs, targets) -> {name: tensor}``, computed without gradient.
+            aux)``, where ``apply(params, buffers, *inputs, **kwargs)`` runs the model; aux is a
+            dict of metrics.
+        metrics_fn: ``(outputs, targets) -> {name: tensor}``, computed without gradient
+            (without a criterion, targets are a dict batch's ``"labels"``, else None).
         return_grads: add the gradient dict to the metrics under ``"grads"``.
         grad_engine: ``"auto"`` (default): ``torch.autograd.grad`` in plain eager mode
             (bitwise the gradients of ``loss.backward()``), ``torch.func.grad_and_value``
