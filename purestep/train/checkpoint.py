@@ -368,10 +368,13 @@ def best_checkpoint_of(source: Path, loop: LoopState) -> Path | None:
     return None
 
 
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+def resolve_checkpoint(path: str | os.PathLike[str], prefer: str = "best") -> Path:
     """The step directory ``path`` names: a step directory, a ``latest``/``best`` pointer
-    file, a ``checkpoints`` directory or a run directory (its ``best`` if it has one, else
-    its ``latest``)."""
+    file, a ``checkpoints`` directory or a run directory (its ``prefer`` pointer, ``"best"``
+    (for evaluating and predicting) or ``"latest"`` (for resuming), if it has one, else the
+    other one, else its last step directory)."""
+    if prefer not in ("best", "latest"):
+        raise ValueError(f"prefer must be 'best' or 'latest', got {prefer!r}")
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{str(p)!r}: no such checkpoint (file or directory)")
@@ -389,7 +392,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     for directory in (p / "checkpoints", p):
         if not directory.is_dir():
             continue
-        for name in ("best", "latest"):
+        for name in (prefer, "latest" if prefer == "best" else "best"):
             target = _read_pointer(directory / name)
             if target is not None and target.is_dir():
                 return target
@@ -427,8 +430,10 @@ def read_meta(directory: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) -> Checkpoint:
     """Load and check the checkpoint ``path`` names (see ``resolve_checkpoint``) for the
-    model and optimizer of ``like`` (a state, or the train step that will use it)."""
-    directory = resolve_checkpoint(path)
+    model and optimizer of ``like`` (a state, or the train step that will use it). A run or
+    ``checkpoints`` directory means its ``latest`` checkpoint (what a resume continues from;
+    name ``.../best`` for the best one)."""
+    directory = resolve_checkpoint(path, prefer="latest")
     meta = read_meta(directory)
     state_path = directory / STATE_FILE
     if not state_path.is_file():

@@ -330,7 +330,7 @@ def train_run(
     existing = Checkpointer(ckpt_dir).latest() if ckpt_dir.exists() else None
     source: Path | None = None
     if isinstance(resume, str):
-        source = resolve_checkpoint(resume)
+        source = resolve_checkpoint(resume, prefer="latest")
     elif resume:
         source = existing
         if source is None:
