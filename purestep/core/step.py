@@ -612,6 +612,10 @@ class TrainStep(_Step):
             metrics.update(self._extra_metrics(kept[0], self._targets(batch)))
         if self.return_grads:
             metrics["grads"] = grads
+        if torch.compiler.is_compiling():
+            params, new_buffers, opt_state = _layout_like(
+                (params, new_buffers, opt_state), (state.params, state.buffers, state.opt_state)
+            )
         new_state = TrainState(params, new_buffers, opt_state, state.step + 1, state.rng)
         if self.donate and torch.compiler.is_compiling():
             new_state = _write_into(state, new_state)
@@ -656,6 +660,31 @@ class TrainStep(_Step):
             for (k, p), g in zip(leaves.items(), found, strict=True)
         }
         return grads, _detach(aux)
+
+
+def _layout_like(new: Any, old: Any) -> Any:
+    """``new``'s tensors in the memory layout of their ``old`` counterparts (same tree).
+
+    Inside a compiled step, conv weights enter the model channels-last (``_conv_layout``);
+    what is computed from their gradients (SGD's momentum buffer, ...) then comes out
+    channels-last, and the next call, given that state, missed the graph (a stride guard:
+    one recompile on every conv net). A copy into the old layout, which inductor fuses
+    into the kernel that computes the value, keeps the state's layout fixed."""
+    if tree_structure(new) != tree_structure(old):
+        return new
+
+    def like(n: Any, o: Any) -> Any:
+        if not isinstance(n, torch.Tensor) or not isinstance(o, torch.Tensor):
+            return n
+        if n.shape != o.shape or n.stride() == o.stride():
+            return n
+        if o.is_contiguous():
+            return n.contiguous()
+        if o.dim() == 4 and o.is_contiguous(memory_format=torch.channels_last):
+            return n.contiguous(memory_format=torch.channels_last)
+        return n
+
+    return tree_map(like, new, old)
 
 
 def _conv_layout(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
