@@ -12,6 +12,7 @@ from importlib.metadata import version as _version
 
 from purestep import core, data, distributed, optim, parity, train
 from purestep.core import (
+    CompiledStepMismatch,
     EvalStep,
     TrainState,
     TrainStep,
@@ -35,6 +36,7 @@ except _PackageNotFoundError:  # pragma: no cover - imported from a source tree,
     __version__ = "0+unknown"
 
 __all__ = [
+    "CompiledStepMismatch",
     "EvalStep",
     "TrainState",
     "TrainStep",

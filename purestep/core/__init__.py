@@ -19,9 +19,11 @@ from purestep.core.serialize import (
 )
 from purestep.core.state import TrainState
 from purestep.core.step import EvalStep, TrainStep, make_eval_step, make_train_step
+from purestep.core.verify import CompiledStepMismatch
 from purestep.core.vmap import VmappedStep, stack_states, unstack_state, vmap
 
 __all__ = [
+    "CompiledStepMismatch",
     "EvalStep",
     "ModelSpec",
     "TrainState",

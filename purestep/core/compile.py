@@ -30,6 +30,7 @@ def compile(
     dynamic: bool | None = False,
     backend: str = "inductor",
     options: dict[str, Any] | None = None,
+    verify: bool = True,
 ) -> StepT:
     """The same step with its pure function compiled by ``torch.compile(fullgraph=True)``.
 
@@ -51,6 +52,13 @@ def compile(
         dynamic: passed to ``torch.compile`` (False: specialize on shapes).
         backend: ``torch.compile`` backend.
         options: extra inductor options.
+        verify: the first call for each new batch signature compares the compiled step
+            with the eager step (which that call runs anyway, see below): loss, metrics,
+            gradients, new parameters, buffers and optimizer state, random key, within the
+            per-step compiled tolerance (``purestep.core.verify``: rtol 1e-5, atol 1e-6),
+            and raises ``purestep.CompiledStepMismatch`` naming the tensor, the index, both
+            values and their ulp distance. ``False``: no comparison (the eager run still
+            checks the batch).
 
     Returns:
         A step of the same kind whose ``compiled`` attribute is True.
@@ -107,12 +115,29 @@ def compile(
         donor.donate = True
         step = donor  # type: ignore[assignment]
     pure = step._pure
+    checker = _eager_checker(step) if verify else None
     if portable_guard_filter() is not None:
         # A torch recent enough to have dynamo's guard filters; on an older one the
         # compiled step keeps all of dynamo's guards: correct, a little slower per call.
         kwargs["options"]["guard_filter_fn"] = _UserGuards(pure)
     mirror = (step.step if isinstance(step, VmappedStep) else step)._mirror
-    return step._with_impl(_PerStructure(lambda: torch.compile(_own_code(pure), **kwargs), mirror))
+    twin = step._with_impl(_PerStructure(lambda: torch.compile(_own_code(pure), **kwargs), mirror))
+    twin._verify_eager = checker
+    return twin
+
+
+def _eager_checker(step: Any) -> Any:
+    """The eager function whose result ``verify`` compares: the step's own, returning its
+    gradients too (a train step without ``return_grads``), which tells the parameters
+    whose gradient is rounding noise (see ``purestep.core.verify``)."""
+    inner = step.step if isinstance(step, VmappedStep) else step
+    if isinstance(inner, TrainStep) and not inner.return_grads:
+        inner = inner._with_impl(inner._pure)
+        inner.compiled = False
+        inner.return_grads = True
+    if isinstance(step, VmappedStep):
+        return torch.func.vmap(inner._pure, in_dims=(0, step.batch_axis), randomness="different")
+    return inner._pure
 
 
 class _PerStructure:

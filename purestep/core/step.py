@@ -210,6 +210,9 @@ class _Step:
         self._state_treedef: Any = None
         self._last_output: Any = None
         self.donate = False
+        # purestep.compile(verify=True): the eager function whose first result per batch
+        # signature is compared with the compiled one (see purestep.core.verify).
+        self._verify_eager: Callable[[TrainState, Any], Any] | None = None
 
     # -- checks -------------------------------------------------------------------------
     def check_state(self, state: Any) -> None:
@@ -397,6 +400,7 @@ def call_compiled(
     key: torch.Tensor | None = None,
     device: torch.device | None = None,
     donate: bool = False,
+    verify: Callable[[Any, Any], Any] | None = None,
 ) -> tuple[Any, torch.Tensor]:
     """Run a compiled step's function ``impl`` so that it fails exactly as ``eager`` does.
 
@@ -417,9 +421,12 @@ def call_compiled(
     key = state.rng if key is None else key
     device = state.device if device is None else device
     signature = _signature(batch)
+    expected: Any = None
     if signature not in validated:
-        with rng_scope(key, device):
-            eager(state, batch)
+        with rng_scope(key, device) as eager_scope:
+            result = (verify or eager)(state, batch)
+        if verify is not None:
+            expected = (result, eager_scope.key)
         validated.append(signature)
     if donate:
         mark_donated(state)
@@ -444,6 +451,12 @@ def call_compiled(
             eager_error.__suppress_context__ = True  # the compiled error is in the note
             raise eager_error from eager_error.__cause__
         raise
+    if expected is not None:
+        from purestep.core.verify import check_compiled_step, noise_masks
+
+        metrics = expected[0][1] if isinstance(expected[0], tuple) else None
+        grads = metrics.get("grads") if isinstance(metrics, Mapping) else None
+        check_compiled_step(expected, (out, scope.key), noise_masks(grads))
     return out, scope.key
 
 
@@ -580,7 +593,13 @@ class TrainStep(_Step):
             if self.donate:
                 self._last_output = None
             (new_state, metrics), key = call_compiled(
-                self._impl, self._pure, self._validated, state, batch, donate=self.donate
+                self._impl,
+                self._pure,
+                self._validated,
+                state,
+                batch,
+                donate=self.donate,
+                verify=self._verify_eager,
             )
         else:
             with rng_scope(state.rng, state.device) as scope:
@@ -715,7 +734,9 @@ class EvalStep(_Step):
         self.check_state(state)
         self.check_batch(batch, state)
         if self.compiled:
-            return call_compiled(self._impl, self._pure, self._validated, state, batch)[0]
+            return call_compiled(
+                self._impl, self._pure, self._validated, state, batch, verify=self._verify_eager
+            )[0]
         with rng_scope(state.rng, state.device):
             return self._impl(state, batch)
 

@@ -64,6 +64,7 @@ class VmappedStep:
         self._impl = self._eager
         self._validated: list[Any] = []
         self._last_output: Any = None
+        self._verify_eager: Any = None  # see purestep.core.step._Step
 
     @property
     def _pure(self) -> Any:
@@ -103,6 +104,7 @@ class VmappedStep:
                 batch,
                 key=state.rng[0],
                 device=device,
+                verify=self._verify_eager,
             )
         else:
             with rng_scope(state.rng[0], device) as scope:
