@@ -21,6 +21,25 @@ def _gpt2() -> torch.nn.Module:
     return transformers.GPT2LMHeadModel(config)
 
 
+def _bert() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=16,
+    )  # fmt: skip
+    return transformers.BertForMaskedLM(config)
+
+
+def _llama() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, intermediate_size=64, max_position_embeddings=16,
+        attention_dropout=0.1,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config)
+
+
 def _batches(n: int = 2) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
     out = []
@@ -35,6 +54,22 @@ def test_gpt2_with_its_own_loss_is_bitwise_the_imperative_loop():
         _gpt2, None, lambda p: torch.optim.AdamW(p, lr=1e-3), _batches(), steps=3
     )
     assert report.ok, report.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [_bert, _llama], ids=["bert", "llama"])
+def test_more_hf_models_bitwise_and_func_engine_draws_eagers_masks(make):
+    report = ps.parity.compare(
+        make, None, lambda p: torch.optim.AdamW(p, lr=1e-3), _batches(), steps=3
+    )
+    assert report.ok, report.summary()
+    model = make()
+    opt = ps.optim.adamw(lr=1e-3)
+    state = ps.TrainState.create(model, opt, seed=0)
+    batch = _batches(1)[0]
+    auto = ps.make_train_step(model, None, opt)(state, batch)[1]["loss"]
+    func = ps.make_train_step(model, None, opt, grad_engine="func")(state, batch)[1]["loss"]
+    torch.testing.assert_close(func, auto, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.slow
