@@ -13,8 +13,15 @@ One exception, by design of the update rules: where a gradient element is at
 rounding-noise level (|g| <= 1e-6, relative to the tensor's largest gradient when that is
 above 1: a bias feeding BatchNorm, a weight of an input that is ~0 in the batch), compiled
 and eager rounding noise differ, and Adam-style rules normalise that noise into steps of
-up to ~lr (W1 with Adam: 2 of 200k first-layer weights, |g| ~2e-8, differ by 3e-6). There
-the parameter and optimizer-state entries are not compared; the gradient itself is.
+up to ~lr (W1 with Adam: 2 of 200k first-layer weights, |g| ~2e-8, differ by 3e-6). Those
+elements are not compared (gradient, parameter, optimizer state).
+
+What it catches: a value outside the element-wise tolerance (rtol 1e-5, atol 1e-6) in a
+tensor that is also more than 1 % off in relative L2 (``TENSOR_RTOL``), or a NaN/inf that
+only one side has, or any difference in integer tensors and the random key. Compiled
+steps of real conv nets legitimately exceed the element-wise tolerance (reordered long
+reductions), hence the tensor-level test; ``purestep.parity.compare_compiled`` measures a
+step's own tolerance in detail.
 """
 
 from __future__ import annotations
@@ -31,6 +38,13 @@ __all__ = ["COMPILED_ATOL", "COMPILED_RTOL", "CompiledStepMismatch", "check_comp
 # The per-step tolerance of a compiled step against the eager one (CPU float32; the same
 # values as purestep.parity.compare's COMPILED_RTOL/COMPILED_ATOL).
 COMPILED_RTOL, COMPILED_ATOL = 1e-5, 1e-6
+# ... or, for the tensor as a whole, within this relative L2 distance: long reductions
+# with cancellation (BatchNorm's backward, a conv weight's gradient over batch x H x W)
+# round differently when inductor reorders them, far beyond the element-wise tolerance
+# (ResNet-8, batch 128, SGD: a conv weight element off by 2.6e-5 relative; gradients, new
+# parameters and momentum up to 1.8e-3 in relative L2, a BatchNorm bias). Different masks
+# or a wrong kernel are off by more; finer deviations are compare_compiled's to measure.
+TENSOR_RTOL = 1e-2
 
 
 class CompiledStepMismatch(AssertionError):
@@ -53,7 +67,8 @@ class CompiledStepMismatch(AssertionError):
         super().__init__(
             f"the compiled step differs from the eager step at {where}: eager {eager!r}, "
             f"compiled {compiled!r} ({ulp} ulp; tolerance rtol={COMPILED_RTOL}, "
-            f"atol={COMPILED_ATOL}). The compiled graph computes something else than the "
+            f"atol={COMPILED_ATOL}, or {TENSOR_RTOL} of the tensor's largest value). The "
+            "compiled graph computes something else than the "
             "eager step (an upstream compiler bug, or an op whose compiled form differs): "
             "train this model eagerly, or try backend='aot_eager'; verify=False skips this "
             "check"
@@ -73,12 +88,9 @@ def check_compiled_step(eager: Any, compiled: Any, noise: dict[str, torch.Tensor
         want = expected.get(name)
         if not isinstance(got, torch.Tensor) or not isinstance(want, torch.Tensor):
             continue
-        skip = None
-        if ".grads[" not in name:
-            skip = next(
-                (m for k, m in noise.items() if f"['{k}']" in name and m.shape == want.shape),
-                None,
-            )
+        skip = next(
+            (m for k, m in noise.items() if f"['{k}']" in name and m.shape == want.shape), None
+        )
         _check_leaf(_readable(name), want, got, skip)
 
 
@@ -112,14 +124,24 @@ def _check_leaf(
         bad = want != got
     else:
         w, g = want.double(), got.double().to(want.device)
-        both_nan = torch.isnan(w) & torch.isnan(g)
-        bad = ((w - g).abs() > COMPILED_ATOL + COMPILED_RTOL * w.abs()) & ~both_nan
-        bad |= torch.isnan(w) != torch.isnan(g)
-    if skip is not None:
-        bad &= ~skip.to(bad.device)
+        diff = (w - g).abs()
+        special = (torch.isnan(w) != torch.isnan(g)) | (torch.isinf(w) & (w != g))
+        bad = diff > COMPILED_ATOL + COMPILED_RTOL * w.abs()
+        if skip is not None:
+            bad &= ~skip.to(bad.device)
+        if bool(bad.any()) and not bool(special.any()):
+            # Outside the element-wise tolerance: still a pass if the tensor as a whole is
+            # within TENSOR_RTOL (relative L2), as reordered long reductions are.
+            kept = torch.isfinite(w) & torch.isfinite(g)
+            if skip is not None:
+                kept &= ~skip.to(kept.device)
+            if float(diff[kept].norm()) <= TENSOR_RTOL * float(w[kept].norm()):
+                return
+        bad |= special
     if not bool(bad.any()):
         return
-    index = tuple(int(i) for i in bad.nonzero()[0]) if bad.dim() else ()
+    flat = (diff if want.is_floating_point() else bad.double()).masked_fill(~bad, -1.0)
+    index = tuple(int(i) for i in torch.unravel_index(flat.argmax(), bad.shape))
     w_val, g_val = want[index], got[index]
     from purestep.parity.report import ulp_distance  # parity imports core: import late
 
