@@ -19,6 +19,7 @@ _EXPORTS = {
     **{
         name: "purestep.core"
         for name in (
+            "CompiledStepMismatch",
             "EvalStep",
             "TrainState",
             "TrainStep",
@@ -47,6 +48,7 @@ __getattr__, __dir__ = _lazy_exports("purestep", globals(), _EXPORTS)
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from purestep import core, data, distributed, optax, optim, parity, pytree, train
     from purestep.core import (
+        CompiledStepMismatch,
         EvalStep,
         TrainState,
         TrainStep,
@@ -71,6 +73,7 @@ except _PackageNotFoundError:  # pragma: no cover - imported from a source tree,
     __version__ = "0+unknown"
 
 __all__ = [
+    "CompiledStepMismatch",
     "EvalStep",
     "TrainState",
     "TrainStep",

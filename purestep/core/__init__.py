@@ -26,9 +26,11 @@ from purestep.core.step import (
     make_eval_step,
     make_train_step,
 )
+from purestep.core.verify import CompiledStepMismatch
 from purestep.core.vmap import VmappedStep, stack_states, unstack_state, vmap
 
 __all__ = [
+    "CompiledStepMismatch",
     "EvalStep",
     "LossShapeError",
     "ModelSpec",

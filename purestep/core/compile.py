@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import types
@@ -29,6 +30,7 @@ def compile(
     dynamic: bool | None = False,
     backend: str = "inductor",
     options: dict[str, Any] | None = None,
+    verify: bool = True,
 ) -> StepT:
     """The same step with its pure function compiled by ``torch.compile(fullgraph=True)``.
 
@@ -50,6 +52,13 @@ def compile(
         dynamic: passed to ``torch.compile`` (False: specialize on shapes).
         backend: ``torch.compile`` backend.
         options: extra inductor options.
+        verify: the first call for each new batch signature compares the compiled step
+            with the eager step (which that call runs anyway, see below): loss, metrics,
+            gradients, new parameters, buffers and optimizer state, random key, within the
+            per-step compiled tolerance (``purestep.core.verify``: rtol 1e-5, atol 1e-6),
+            and raises ``purestep.CompiledStepMismatch`` naming the tensor, the index, both
+            values and their ulp distance. ``False``: no comparison (the eager run still
+            checks the batch).
 
     Returns:
         A step of the same kind whose ``compiled`` attribute is True.
@@ -67,10 +76,11 @@ def compile(
 
     No stale user values: what the user can change and the graph reads (the criterion's
     attributes, the model's attributes, which the step's skeleton shares with the model,
-    hooks, globals that the loss or the forward reads) stays guarded, so a change
-    recompiles as plain ``torch.compile`` would, and the step gives what a step made after
-    the change gives. Only guards on purestep's own objects are dropped (see
-    ``keep_user_guards``): they cost time on every call and cannot change.
+    hooks, globals that the loss or the forward reads, and what the user's own optimizer
+    transforms and schedule functions read, reached through purestep's closures) stays
+    guarded, so a change recompiles as plain ``torch.compile`` would, and the step gives
+    what a step made after the change gives. Only guards on purestep's own objects are
+    dropped (see ``keep_user_guards``): they cost time on every call and cannot change.
 
     Conv nets on CPU: inside the compiled function, 4-d CPU weights enter the model
     channels-last (the layout inductor's CPU convolutions want), while the state keeps its
@@ -97,10 +107,6 @@ def compile(
     # torch.compile takes the guard filter out of options for every backend; the rest of
     # the options are inductor's.
     kwargs["options"] = dict(inductor_options) if backend == "inductor" else {}
-    if portable_guard_filter() is not None:
-        # A torch recent enough to have dynamo's guard filters; on an older one the
-        # compiled step keeps all of dynamo's guards: correct, a little slower per call.
-        kwargs["options"]["guard_filter_fn"] = keep_user_guards
     if donate:
         if isinstance(step, VmappedStep) and step._training:
             raise ValueError(
@@ -115,8 +121,29 @@ def compile(
         donor.donate = True
         step = donor  # type: ignore[assignment]
     pure = step._pure
+    checker = _eager_checker(step) if verify else None
+    if portable_guard_filter() is not None:
+        # A torch recent enough to have dynamo's guard filters; on an older one the
+        # compiled step keeps all of dynamo's guards: correct, a little slower per call.
+        kwargs["options"]["guard_filter_fn"] = _UserGuards(pure)
     mirror = (step.step if isinstance(step, VmappedStep) else step)._mirror
-    return step._with_impl(_PerStructure(lambda: torch.compile(_own_code(pure), **kwargs), mirror))
+    twin = step._with_impl(_PerStructure(lambda: torch.compile(_own_code(pure), **kwargs), mirror))
+    twin._verify_eager = checker
+    return twin
+
+
+def _eager_checker(step: Any) -> Any:
+    """The eager function whose result ``verify`` compares: the step's own, returning its
+    gradients too (a train step without ``return_grads``), which tells the parameters
+    whose gradient is rounding noise (see ``purestep.core.verify``)."""
+    inner = step.step if isinstance(step, VmappedStep) else step
+    if isinstance(inner, TrainStep) and not inner.return_grads:
+        inner = inner._with_impl(inner._pure)
+        inner.compiled = False
+        inner.return_grads = True
+    if isinstance(step, VmappedStep):
+        return torch.func.vmap(inner._pure, in_dims=(0, step.batch_axis), randomness="different")
+    return inner._pure
 
 
 class _PerStructure:
@@ -130,18 +157,50 @@ class _PerStructure:
     """
 
     def __init__(self, make: Any, mirror: ModelMirror) -> None:
+        import torch._dynamo.config  # noqa: F401 - loaded by torch.compile anyway
+
         self._make = make
         self._mirror = mirror
         self._entries: list[tuple[Any, Any]] = []
+        self._logging = _logging_functions()
 
     def __call__(self, state: Any, batch: Any) -> Any:
         key = (structure_of((state, batch)), self._mirror.hooks)
-        for known, fn in self._entries:
-            if known == key:
-                return fn(state, batch)
-        fn = self._make()
-        self._entries.append((key, fn))
-        return fn(state, batch)
+        fn = next((made for known, made in self._entries if known == key), None)
+        if fn is None:
+            fn = self._make()
+            self._entries.append((key, fn))
+        # A model's forward may log (Hugging Face's loss path calls logger.warning_once),
+        # which dynamo refuses under fullgraph. While this step runs (traces), its log
+        # calls are no-ops in the graph; the eager step, run first for each new batch
+        # signature, logs them. Dynamo's set is restored afterwards (torch.compile of
+        # other functions is untouched); set updates, not config.patch (~100 us a call).
+        ignored = torch._dynamo.config.ignore_logging_functions
+        added = self._logging - ignored
+        ignored |= added
+        try:
+            return fn(state, batch)
+        finally:
+            ignored -= added
+
+
+_LOGGER_METHODS = ("debug", "info", "warning", "warn", "error", "exception", "critical", "fatal")
+
+
+def _logging_functions() -> set[Any]:
+    """Logging calls that return None: ``logging.Logger``'s (all instances) and Hugging
+    Face's additions to it (``warning_once``, ``info_once``, ``warning_advice``), and the
+    module-level ``logging.warning`` etc."""
+    found: set[Any] = set()
+    for name in (*_LOGGER_METHODS, "log"):
+        for owner in (logging.Logger, logging):
+            value = getattr(owner, name, None)  # logging.warn is gone in Python 3.13
+            if value is not None:
+                found.add(value)
+    for name, value in vars(logging.Logger).items():
+        if callable(value) and (name.endswith("_once") or name == "warning_advice"):
+            found.add(value)
+    return found
 
 
 def _own_code(fn: Any) -> Any:
@@ -193,6 +252,99 @@ def keep_user_guards(entries: Sequence[Any]) -> list[bool]:
     tensor metadata and global state alone.
     """
     return [_keep(entry) for entry in entries]
+
+
+class _UserGuards:
+    """``keep_user_guards`` plus the guards that reach a user's object through the step's
+    own (e.g. a transform of the user's in ``chain(my_scale(knob), sgd(...))`` whose update
+    reads ``knob.scale``: without its guard, a changed ``knob.scale`` went unseen).
+
+    A guard's name is a path from the compiled function's closure (``fn`` is the step's
+    pure function); each prefix of the path is looked up once (attribute and index reads on
+    the step's objects only), and a path through a function, method or object defined
+    outside torch, purestep and the standard library is the user's."""
+
+    def __init__(self, root: Any) -> None:
+        self._root = root
+        self._verdicts: dict[str, bool] = {}
+
+    def __call__(self, entries: Sequence[Any]) -> list[bool]:
+        return [_keep(entry) or self._through_user_object(entry.name) for entry in entries]
+
+    def _through_user_object(self, name: str) -> bool:
+        start = name.find("fn.")
+        if start < 0 or (start > 0 and name[start - 1] != "("):
+            return False
+        depth, end = 0, len(name)
+        for i in range(start, len(name)):
+            c = name[i]
+            if c in "([":
+                if c == "[" and depth == 0 and self._user(name[start:i]):
+                    return True
+                depth += 1
+            elif c in ")]":
+                depth -= 1
+                if depth < 0:
+                    end = i
+                    break
+            elif c == "." and depth == 0 and i > start + 2 and self._user(name[start:i]):
+                return True
+        return self._user(name[start:end])
+
+    def _user(self, path: str) -> bool:
+        verdict = self._verdicts.get(path)
+        if verdict is None:
+            verdict = self._verdicts[path] = _is_user_object(_lookup(path, self._root))
+        return verdict
+
+
+def _lookup(path: str, root: Any) -> Any:
+    """The object ``path`` (``fn.a.b[0].c['k']``: attribute and constant index reads from
+    ``fn``) names, or None if it is anything else or does not resolve."""
+    obj = root
+    for step in re.finditer(r"\.(\w+)|\[(\d+|'[^']*')\]", path[2:]):
+        if step.group(1) is not None:
+            obj = getattr(obj, step.group(1), None)
+        else:
+            key = step.group(2)
+            try:
+                obj = obj[key[1:-1]] if key.startswith("'") else obj[int(key)]
+            except (LookupError, TypeError):
+                return None
+        if obj is None:
+            return None
+    return obj
+
+
+_NEUTRAL = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    tuple,
+    list,
+    dict,
+    set,
+    frozenset,
+    torch.Tensor,
+)
+
+
+def _is_user_object(obj: Any) -> bool:
+    if isinstance(obj, _NEUTRAL):
+        return False
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    if isinstance(obj, types.FunctionType):
+        module = obj.__module__ or ""
+    elif isinstance(obj, types.CellType | types.ModuleType | types.BuiltinFunctionType):
+        return False
+    else:
+        module = type(obj).__module__ or ""
+    return module.split(".")[0] not in _LIBRARY_ROOTS
 
 
 def _keep(entry: Any) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from purestep._compat import is_functorch_wrapped
+from purestep.core.masks import EagerMasks
 from purestep.core.module import ModelMirror, ModelSpec, make_skeleton
 from purestep.core.pytree import check_tensor_leaves, tree_flatten, tree_map, tree_structure
 from purestep.core.rng import rng_scope
@@ -36,9 +38,11 @@ __all__ = [
     "LossShapeError",
     "TrainStep",
     "align_targets",
+    "call_with_batch",
     "is_elementwise",
     "make_eval_step",
     "make_train_step",
+    "model_loss",
 ]
 
 Metrics = dict[str, Any]
@@ -48,6 +52,39 @@ MetricsFn = Callable[[Any, Any], Mapping[str, torch.Tensor]]
 # loss_fn(apply, params, buffers, batch, rng) -> loss | (loss, aux); apply(params, buffers,
 # *inputs, **kwargs) -> outputs runs the model (new buffers are collected by the step).
 LossFn = Callable[..., Any]
+
+
+def call_with_batch(fn: Callable[..., Any], batch: Any) -> Any:
+    """``fn(**batch)`` for a Mapping batch (Hugging Face style), ``fn(*batch)`` for a tuple
+    or list, ``fn(batch)`` otherwise: how a step without a criterion runs the model."""
+    if isinstance(batch, Mapping):
+        return fn(**batch)
+    if isinstance(batch, tuple | list):
+        return fn(*batch)
+    return fn(batch)
+
+
+def model_loss(outputs: Any) -> torch.Tensor:
+    """The loss a model computed itself: a 0-d tensor output, ``out["loss"]`` or ``out.loss``
+    (a Hugging Face ``ModelOutput`` has both when ``labels=`` is given)."""
+    if isinstance(outputs, torch.Tensor):
+        loss: Any = outputs
+    else:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else None
+        if loss is None:
+            loss = getattr(outputs, "loss", None)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        got = (
+            f"a tensor of shape {tuple(outputs.shape)}"
+            if isinstance(outputs, torch.Tensor)
+            else f"{type(outputs).__name__} without a loss"
+        )
+        raise ValueError(
+            "with no criterion (criterion=None, YAML loss: model) the model must compute its "
+            f"own loss (a 0-d tensor, out['loss'] or out.loss), got {got}; pass the labels "
+            "in the batch (e.g. a dict batch with 'labels') or give a criterion"
+        )
+    return loss
 
 
 def _describe(tree: Any) -> str:
@@ -97,16 +134,22 @@ class _Swap:
         self.count = len(params) + len(buffers)
 
     def __call__(
-        self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], inputs: Any
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
+        inputs: Any,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         values = self._values(params, buffers)
         if values is None:
-            return functional_call(self.skeleton, (dict(params), dict(buffers)), tuple(inputs))
+            return functional_call(
+                self.skeleton, (dict(params), dict(buffers)), tuple(inputs), dict(kwargs or {})
+            )
         slots = self.slots
         try:
             for (table, attr, _), value in zip(slots, values, strict=True):
                 table[attr] = value
-            return self.skeleton(*inputs)
+            return self.skeleton(*inputs, **(kwargs or {}))
         finally:
             for table, attr, stand_in in slots:
                 table[attr] = stand_in
@@ -146,8 +189,11 @@ class _Step:
                 f"autocast must be a torch.dtype such as torch.bfloat16, got {autocast!r}"
             )
         self.autocast = autocast
-        if (criterion is None) == (loss_fn is None):
-            raise TypeError("give exactly one of criterion=(outputs, targets) -> loss or loss_fn=")
+        if criterion is not None and loss_fn is not None:
+            raise TypeError(
+                "give at most one of criterion=(outputs, targets) -> loss and loss_fn= "
+                "(neither: the model computes its own loss)"
+            )
         if criterion is not None and not callable(criterion):
             raise TypeError(f"criterion must be callable, got {type(criterion).__name__}")
         if loss_fn is not None and not callable(loss_fn):
@@ -170,6 +216,9 @@ class _Step:
         self._state_treedef: Any = None
         self._last_output: Any = None
         self.donate = False
+        # purestep.compile(verify=True): the eager function whose first result per batch
+        # signature is compared with the compiled one (see purestep.core.verify).
+        self._verify_eager: Callable[[TrainState, Any], Any] | None = None
 
     # -- checks -------------------------------------------------------------------------
     def check_state(self, state: Any) -> None:
@@ -207,11 +256,24 @@ class _Step:
             return
         if self.criterion is not None and (not isinstance(batch, tuple | list) or len(batch) < 2):
             length = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
+            hint = (
+                " (a dict batch goes to the model as keyword arguments when the model computes "
+                "its own loss: criterion=None)"
+                if isinstance(batch, Mapping)
+                else ""
+            )
             raise ValueError(
                 "batch must be a tuple (inputs..., targets) of at least 2 tensors when a "
-                f"criterion is given, got {type(batch).__name__}{length}"
+                f"criterion is given, got {type(batch).__name__}{length}{hint}"
             )
-        check_tensor_leaves(batch, "batch", allow_none=self.loss_fn is not None)
+        if self.loss_fn is None and isinstance(batch, Mapping):
+            bad = [k for k in batch if not isinstance(k, str)]
+            if bad:
+                raise TypeError(
+                    "a dict batch is passed as keyword arguments: its keys must be str, got "
+                    f"{bad!r}"
+                )
+        check_tensor_leaves(batch, "batch", allow_none=self.criterion is None)
         device = state.device
         for x in tree_flatten(batch)[0]:
             if isinstance(x, torch.Tensor) and x.device != device:
@@ -221,15 +283,22 @@ class _Step:
 
     # -- the model, wrapped so that a rejected batch is a clear ValueError ----------------
     def _apply(
-        self, params: Mapping[str, torch.Tensor], buffers: dict[str, torch.Tensor], *inputs: Any
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        *inputs: Any,
+        **kwargs: Any,
     ) -> Any:
         if torch.compiler.is_compiling():
-            return functional_call(self.skeleton, (dict(params), buffers), tuple(inputs))
+            return functional_call(self.skeleton, (dict(params), buffers), tuple(inputs), kwargs)
         try:
-            return self._swap(params, buffers, inputs)
+            return self._swap(params, buffers, inputs, kwargs)
         except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            described = _describe(inputs) + (
+                f" and keyword arguments {sorted(kwargs)} {_describe(kwargs)}" if kwargs else ""
+            )
             raise ValueError(
-                f"{self.spec.model_name} rejected the batch inputs {_describe(inputs)}: {err}"
+                f"{self.spec.model_name} rejected the batch inputs {described}: {err}"
             ) from err
 
     def _criterion(self, outputs: Any, targets: Any) -> torch.Tensor:
@@ -268,6 +337,11 @@ class _Step:
         batch: Any,
         rng: torch.Tensor,
     ) -> tuple[torch.Tensor, Metrics, dict[str, torch.Tensor], Any, Any]:
+        if self.loss_fn is None and self.criterion is None:  # the model's own loss
+            new_buffers = {k: b.clone() for k, b in buffers.items()}
+            outputs = call_with_batch(partial(self._apply, params, new_buffers), batch)
+            loss = _check_loss(model_loss(outputs))
+            return loss, {}, new_buffers, outputs, self._targets(batch)
         if self.loss_fn is None:
             *inputs, targets = batch
             new_buffers = {k: b.clone() for k, b in buffers.items()}
@@ -276,10 +350,12 @@ class _Step:
 
         collected: list[dict[str, torch.Tensor]] = [dict(buffers)]
 
-        def apply(p: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], *a: Any) -> Any:
+        def apply(
+            p: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], *a: Any, **kw: Any
+        ) -> Any:
             fresh = {k: v.clone() for k, v in b.items()}
             collected[0] = fresh
-            return self._apply(p, fresh, *a)
+            return self._apply(p, fresh, *a, **kw)
 
         result = self.loss_fn(apply, params, buffers, batch, rng)
         if isinstance(result, tuple):
@@ -296,6 +372,13 @@ class _Step:
             check_tensor_leaves(aux, "loss_fn's aux")
             aux = {"aux": aux}
         return _check_loss(loss), dict(aux), collected[0], None, None
+
+    def _targets(self, batch: Any) -> Any:
+        """What ``metrics_fn`` gets as targets: the batch's last item with a criterion, the
+        ``labels`` of a dict batch without one (else None)."""
+        if self.criterion is not None:
+            return batch[-1]
+        return batch.get("labels") if isinstance(batch, Mapping) else None
 
     def _extra_metrics(self, outputs: Any, targets: Any) -> Metrics:
         if self.metrics_fn is None or outputs is None:
@@ -327,6 +410,7 @@ def call_compiled(
     key: torch.Tensor | None = None,
     device: torch.device | None = None,
     donate: bool = False,
+    verify: Callable[[Any, Any], Any] | None = None,
 ) -> tuple[Any, torch.Tensor]:
     """Run a compiled step's function ``impl`` so that it fails exactly as ``eager`` does.
 
@@ -347,9 +431,12 @@ def call_compiled(
     key = state.rng if key is None else key
     device = state.device if device is None else device
     signature = _signature(batch)
+    expected: Any = None
     if signature not in validated:
-        with rng_scope(key, device):
-            eager(state, batch)
+        with rng_scope(key, device) as eager_scope:
+            result = (verify or eager)(state, batch)
+        if verify is not None:
+            expected = (result, eager_scope.key)
         validated.append(signature)
     if donate:
         mark_donated(state)
@@ -374,6 +461,12 @@ def call_compiled(
             eager_error.__suppress_context__ = True  # the compiled error is in the note
             raise eager_error from eager_error.__cause__
         raise
+    if expected is not None:
+        from purestep.core.verify import check_compiled_step, noise_masks
+
+        metrics = expected[0][1] if isinstance(expected[0], tuple) else None
+        grads = metrics.get("grads") if isinstance(metrics, Mapping) else None
+        check_compiled_step(expected, (out, scope.key), noise_masks(grads))
     return out, scope.key
 
 
@@ -603,7 +696,13 @@ class TrainStep(_Step):
             if self.donate:
                 self._last_output = None
             (new_state, metrics), key = call_compiled(
-                self._impl, self._pure, self._validated, state, batch, donate=self.donate
+                self._impl,
+                self._pure,
+                self._validated,
+                state,
+                batch,
+                donate=self.donate,
+                verify=self._verify_eager,
             )
         else:
             with rng_scope(state.rng, state.device) as scope:
@@ -632,9 +731,13 @@ class TrainStep(_Step):
         params = {k: new_trainable.get(k, p) for k, p in state.params.items()}
         metrics: Metrics = {"loss": loss, **aux}
         if kept:
-            metrics.update(self._extra_metrics(kept[0], batch[-1]))
+            metrics.update(self._extra_metrics(kept[0], self._targets(batch)))
         if self.return_grads:
             metrics["grads"] = grads
+        if torch.compiler.is_compiling():
+            params, new_buffers, opt_state = _layout_like(
+                (params, new_buffers, opt_state), (state.params, state.buffers, state.opt_state)
+            )
         new_state = TrainState(params, new_buffers, opt_state, state.step + 1, state.rng)
         if self.donate and torch.compiler.is_compiling():
             new_state = _write_into(state, new_state)
@@ -663,7 +766,12 @@ class TrainStep(_Step):
             )
         )
         if use_func:
-            grads, (_, aux) = grad_and_value(objective, has_aux=True)(trainable)
+            # functorch's dropout draws other masks than eager's (see purestep.core.masks).
+            conv_layout = torch.compiler.is_compiling() and any(
+                p.dim() == 4 and p.device.type == "cpu" for p in trainable.values()
+            )
+            with EagerMasks(conv_layout):
+                grads, (_, aux) = grad_and_value(objective, has_aux=True)(trainable)
             return grads, aux
         leaves = {k: p.detach().requires_grad_(True) for k, p in trainable.items()}
         with torch.enable_grad():
@@ -674,6 +782,31 @@ class TrainStep(_Step):
             for (k, p), g in zip(leaves.items(), found, strict=True)
         }
         return grads, _detach(aux)
+
+
+def _layout_like(new: Any, old: Any) -> Any:
+    """``new``'s tensors in the memory layout of their ``old`` counterparts (same tree).
+
+    Inside a compiled step, conv weights enter the model channels-last (``_conv_layout``);
+    what is computed from their gradients (SGD's momentum buffer, ...) then comes out
+    channels-last, and the next call, given that state, missed the graph (a stride guard:
+    one recompile on every conv net). A copy into the old layout, which inductor fuses
+    into the kernel that computes the value, keeps the state's layout fixed."""
+    if tree_structure(new) != tree_structure(old):
+        return new
+
+    def like(n: Any, o: Any) -> Any:
+        if not isinstance(n, torch.Tensor) or not isinstance(o, torch.Tensor):
+            return n
+        if n.shape != o.shape or n.stride() == o.stride():
+            return n
+        if o.is_contiguous():
+            return n.contiguous()
+        if o.dim() == 4 and o.is_contiguous(memory_format=torch.channels_last):
+            return n.contiguous(memory_format=torch.channels_last)
+        return n
+
+    return tree_map(like, new, old)
 
 
 def _conv_layout(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -704,7 +837,9 @@ class EvalStep(_Step):
         self.check_state(state)
         self.check_batch(batch, state)
         if self.compiled:
-            return call_compiled(self._impl, self._pure, self._validated, state, batch)[0]
+            return call_compiled(
+                self._impl, self._pure, self._validated, state, batch, verify=self._verify_eager
+            )[0]
         with rng_scope(state.rng, state.device):
             return self._impl(state, batch)
 
@@ -735,16 +870,21 @@ def make_train_step(
             from the model as it is at each call (see ``purestep.core.module``). Its module
             tree is fixed: replacing a submodule later is an error.
         criterion: ``(outputs, targets) -> 0-d loss`` (``nn.CrossEntropyLoss()``, ...); the
-            batch is then ``(inputs..., targets)``. Pass ``None`` when giving ``loss_fn``.
-            A loss never broadcasts: float targets whose shape differs from the outputs'
-            are aligned only for ``(N, 1)`` against ``(N,)``, other differences are a
+            batch is then ``(inputs..., targets)``. ``None`` with ``loss_fn``; ``None``
+            without it: the model computes its own loss (``out.loss``, ``out["loss"]`` or a
+            0-d tensor output, Hugging Face style), and the batch is the model's arguments:
+            a dict is passed as keyword arguments (``model(**batch)``), a tuple
+            positionally, a tensor as the one argument (see ``call_with_batch``). A loss
+            never broadcasts: float targets whose shape differs from the outputs' are
+            aligned only for ``(N, 1)`` against ``(N,)``, other differences are a
             ``LossShapeError`` (see ``align_targets`` for the rule).
         optimizer: a ``purestep.optim`` rule (or a transform, applied as ``p + u``).
         loss_fn: general form ``loss_fn(apply, params, buffers, batch, rng) -> loss | (loss,
-            aux)``, where ``apply(params, buffers, *inputs)`` runs the model; aux is a dict of
-            metrics (merged into the metrics), or any other pytree of tensors (JAX's
+            aux)``, where ``apply(params, buffers, *inputs, **kwargs)`` runs the model; aux is a
+            dict of metrics (merged into the metrics), or any other pytree of tensors (JAX's
             ``has_aux``), returned whole as ``metrics["aux"]``.
-        metrics_fn: ``(outputs, targets) -> {name: tensor}``, computed without gradient.
+        metrics_fn: ``(outputs, targets) -> {name: tensor}``, computed without gradient
+            (without a criterion, targets are a dict batch's ``"labels"``, else None).
         return_grads: add the gradient dict to the metrics under ``"grads"``.
         grad_engine: ``"auto"`` (default): ``torch.autograd.grad`` in plain eager mode
             (bitwise the gradients of ``loss.backward()``), ``torch.func.grad_and_value``

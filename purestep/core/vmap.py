@@ -75,6 +75,7 @@ class VmappedStep:
         self._impl = self._eager
         self._validated: list[Any] = []
         self._last_output: Any = None
+        self._verify_eager: Any = None  # see purestep.core.step._Step
 
     @property
     def _pure(self) -> Any:
@@ -121,6 +122,7 @@ class VmappedStep:
                 batch,
                 key=state.rng[0],
                 device=device,
+                verify=self._verify_eager,
             )
             # One graph cannot switch generators per model (see the module docstring):
             # if it drew, each model's key moves on its own way, as a function of itself;

@@ -23,6 +23,7 @@ import copy
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from purestep.core.compile import compile as compile_step
 from purestep.core.module import ModelSpec
 from purestep.core.rng import rng_key, rng_scope
 from purestep.core.state import TrainState
-from purestep.core.step import make_train_step
+from purestep.core.step import call_with_batch, make_train_step, model_loss
 from purestep.optim.base import Optimizer, chain
 from purestep.optim.convert import from_torch, state_for_torch_optimizer, torch_state_view
 from purestep.optim.hyperparams import group_hyperparams, lr_tensors, replace_group_hyperparams
@@ -202,7 +203,7 @@ class _Comparator:
 
 def compare(
     model: nn.Module | Callable[[], nn.Module],
-    criterion: Callable[[Any, Any], torch.Tensor],
+    criterion: Callable[[Any, Any], torch.Tensor] | None,
     torch_optimizer: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None = None,
     batches: Iterable[Any] | None = None,
     steps: int = 100,
@@ -229,7 +230,10 @@ def compare(
     Args:
         model: a factory returning identical fresh models, or a model (deep-copied).
         criterion: ``(outputs, targets) -> loss``; batches are ``(inputs..., targets)``. For
-            models returning dicts or tuples, the criterion picks the output.
+            models returning dicts or tuples, the criterion picks the output. ``None``: the
+            model computes its own loss (``out.loss``, ``out["loss"]`` or a 0-d tensor) from
+            the batch, a dict passed as keyword arguments (``model(**batch)``), a tuple
+            positionally, on both sides.
         torch_optimizer: ``lambda params: torch.optim.X(params, ...)``, called with
             ``model.parameters()``.
         batches: any iterable of batches (a DataLoader works); re-iterated if shorter.
@@ -348,13 +352,32 @@ def compare(
     if k > 1:
         fun_opt = multi_steps(fun_opt, k)
 
+    if criterion is not None and not callable(criterion):
+        raise TypeError(
+            f"criterion must be callable (outputs, targets) -> loss or None (the model's own "
+            f"loss), got {type(criterion).__name__}"
+        )
+
     def scaled(outputs: Any, targets: Any) -> torch.Tensor:
+        assert criterion is not None
         loss = criterion(outputs, targets)
         return loss / k if k > 1 else loss
 
+    def own_loss(apply: Any, params: Any, buffers: Any, batch: Any, rng: Any) -> torch.Tensor:
+        loss = model_loss(call_with_batch(partial(apply, params, buffers), batch))
+        return loss / k
+
     state = TrainState.create(ref_model, fun_opt, seed=seed)
     initial_view = torch_state_view(state.opt_state)
-    step_fn = make_train_step(fun_model, scaled, fun_opt, return_grads=True, autocast=autocast)
+    if criterion is None and k > 1:
+        step_fn = make_train_step(
+            fun_model, None, fun_opt, loss_fn=own_loss, return_grads=True, autocast=autocast
+        )
+    else:
+        fun_criterion = scaled if criterion is not None else None
+        step_fn = make_train_step(
+            fun_model, fun_criterion, fun_opt, return_grads=True, autocast=autocast
+        )
     if compile:
         step_fn = compile_step(step_fn)
     ref_key = rng_key(seed, dev)
@@ -395,9 +418,8 @@ def compare(
     no_grad: set[str] = set()  # trainable parameters the torch loss never reached
     for t, batch in enumerate(_batches(batches, steps)):
         batch = _to_device(batch, dev)
-        if not isinstance(batch, tuple | list) or len(batch) < 2:
+        if criterion is not None and (not isinstance(batch, tuple | list) or len(batch) < 2):
             raise ValueError(f"each batch must be (inputs..., targets), got {type(batch).__name__}")
-        *inputs, targets = batch
         first, last = t % k == 0, (t + 1) % k == 0
         with rng_scope(ref_key, dev) as scope:
             if first:
@@ -408,7 +430,7 @@ def compare(
                 else contextlib.nullcontext()
             )
             with context:
-                raw = criterion(ref_model(*inputs), targets)
+                raw = _reference_loss(ref_model, criterion, batch)
                 loss = raw / k if k > 1 else raw  # as `scaled` computes it
             loss.backward()
             losses.append(float(raw.detach()))
@@ -500,6 +522,20 @@ def compare(
             "when no mode is given)"
         )
     return report
+
+
+def _reference_loss(model: nn.Module, criterion: Any, batch: Any) -> torch.Tensor:
+    """The imperative loop's loss: ``criterion(model(*inputs), targets)``, or without a
+    criterion the model's own loss on the batch (a dict as keyword arguments)."""
+    if criterion is None:
+        return model_loss(call_with_batch(model, batch))
+    *inputs, targets = batch
+    loss = criterion(model(*inputs), targets)
+    if not isinstance(loss, torch.Tensor):
+        raise ValueError(
+            f"the criterion returned {type(loss).__name__}, not a loss tensor (a 0-d tensor)"
+        )
+    return loss
 
 
 def _monitored(
@@ -696,7 +732,7 @@ def _torch_group_value(group: dict[str, Any], name: str, like: torch.Tensor) -> 
 
 def compare_compiled(
     model: nn.Module | Callable[[], nn.Module],
-    criterion: Callable[[Any, Any], torch.Tensor],
+    criterion: Callable[[Any, Any], torch.Tensor] | None,
     optimizer: Optimizer,
     batches: Iterable[Any],
     steps: int = 50,
@@ -709,7 +745,8 @@ def compare_compiled(
     """The compiled pure step against the eager one, teacher-forced: each step both start
     from the eager state, so the report's per-step maxima are the compiled step's own
     tolerance ("reference" = eager, "functional" = compiled). ``report.info
-    ["observed_tolerance"]`` holds the largest absolute difference per category."""
+    ["observed_tolerance"]`` holds the largest absolute difference per category.
+    ``criterion=None``: the model's own loss, as in ``make_train_step``."""
     _check_args("close", "teacher", steps, rtol, atol)
     ref_model, _, dev = _two_models(model, device)
     eager = make_train_step(ref_model, criterion, optimizer, return_grads=True)

@@ -413,17 +413,20 @@ def best_checkpoint_of(source: Path, loop: LoopState) -> Path | None:
     return None
 
 
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+def resolve_checkpoint(path: str | os.PathLike[str], prefer: str = "best") -> Path:
     """The step directory ``path`` names: a step directory, a ``latest``/``best`` pointer
-    file, a ``checkpoints`` directory or a run directory (its ``best`` if it has one, else
-    its ``latest``)."""
+    file, a ``checkpoints`` directory or a run directory (its ``prefer`` pointer, ``"best"``
+    (for evaluating and predicting) or ``"latest"`` (for resuming), if it has one, else the
+    other one, else its last step directory)."""
+    if prefer not in ("best", "latest"):
+        raise ValueError(f"prefer must be 'best' or 'latest', got {prefer!r}")
     try:
-        return _resolve_checkpoint(Path(path))
+        return _resolve_checkpoint(Path(path), prefer)
     except OSError as err:  # a name too long, a loop of symlinks, a permission ...
         raise CheckpointError(f"{str(path)[:200]!r}: cannot read ({err.strerror or err})") from None
 
 
-def _resolve_checkpoint(p: Path) -> Path:
+def _resolve_checkpoint(p: Path, prefer: str) -> Path:
     if not p.exists():
         raise CheckpointError(f"{str(p)!r}: no such checkpoint (file or directory)")
     if p.is_file():
@@ -440,7 +443,7 @@ def _resolve_checkpoint(p: Path) -> Path:
     for directory in (p / "checkpoints", p):
         if not directory.is_dir():
             continue
-        for name in ("best", "latest"):
+        for name in (prefer, "latest" if prefer == "best" else "best"):
             pointer = directory / name
             if not pointer.exists() and not pointer.is_symlink():
                 continue
@@ -550,8 +553,10 @@ def _meta_problem(meta: Mapping[str, Any]) -> str | None:
 
 def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) -> Checkpoint:
     """Load and check the checkpoint ``path`` names (see ``resolve_checkpoint``) for the
-    model and optimizer of ``like`` (a state, or the train step that will use it)."""
-    directory = resolve_checkpoint(path)
+    model and optimizer of ``like`` (a state, or the train step that will use it). A run or
+    ``checkpoints`` directory means its ``latest`` checkpoint (what a resume continues from;
+    name ``.../best`` for the best one)."""
+    directory = resolve_checkpoint(path, prefer="latest")
     meta = read_meta(directory)
     state_path = directory / STATE_FILE
     if not state_path.is_file():

@@ -427,7 +427,7 @@ def train_run(
             f"--resume=must: no checkpoint in {ckpt_dir} to resume from (is --out right?)"
         )
     if isinstance(resume, str) and resume != "must":
-        source = resolve_checkpoint(resume)
+        source = resolve_checkpoint(resume, prefer="latest")
     elif resume:
         source = existing
         if source is None and ctx.is_main:

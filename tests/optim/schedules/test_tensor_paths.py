@@ -155,7 +155,8 @@ def test_lr_lambda_gets_an_int_eagerly_and_a_float64_tensor_otherwise():
     torch.func.vmap(schedule.step, in_dims=(0, 0, None))(
         batched, torch.full((2,), lr, dtype=torch.float64), None
     )
-    assert seen == [int, int, torch.float64]
+    # First: the construction-time probe on a value-less (meta) epoch (can it be traced?).
+    assert seen == [torch.float64, int, int, torch.float64]
 
 
 def tensor_lrs(schedule: S.Schedule, name: str, base: float, steps: int, device: str):
