@@ -144,6 +144,25 @@ def portable_guard_filter() -> Callable[[Any], list[bool]] | None:
     return getattr(torch.compiler, "keep_portable_guards_unsafe", None)
 
 
+def dynamo_ignored_logging_functions() -> set[Any]:
+    """dynamo's mutable set of logging functions it turns into no-ops while tracing
+    (``torch._dynamo.config.ignore_logging_functions``)."""
+    import torch._dynamo.config
+
+    ignored: set[Any] = torch._dynamo.config.ignore_logging_functions
+    return ignored
+
+
+def temporary_inductor_cache_dir(directory: str) -> Any:
+    """A context manager that points inductor's on-disk caches at ``directory`` (and
+    clears its in-memory lookups on entry and exit), or None on a torch without one."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+    except ImportError:  # pragma: no cover - torch moved it
+        return None
+    return temporary_cache_dir(directory)
+
+
 def __getattr__(name: str) -> Any:
     # ``counters`` imports torch._dynamo (slow) only when someone asks for it.
     if name == "counters":

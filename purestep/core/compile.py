@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from purestep._compat import portable_guard_filter
+from purestep._compat import dynamo_ignored_logging_functions, portable_guard_filter
 from purestep.core.module import ModelMirror
 from purestep.core.pytree import structure_of
 from purestep.core.step import EvalStep, TrainStep
@@ -157,8 +157,6 @@ class _PerStructure:
     """
 
     def __init__(self, make: Any, mirror: ModelMirror) -> None:
-        import torch._dynamo.config  # noqa: F401 - loaded by torch.compile anyway
-
         self._make = make
         self._mirror = mirror
         self._entries: list[tuple[Any, Any]] = []
@@ -175,7 +173,7 @@ class _PerStructure:
         # calls are no-ops in the graph; the eager step, run first for each new batch
         # signature, logs them. Dynamo's set is restored afterwards (torch.compile of
         # other functions is untouched); set updates, not config.patch (~100 us a call).
-        ignored = torch._dynamo.config.ignore_logging_functions
+        ignored = dynamo_ignored_logging_functions()
         added = self._logging - ignored
         ignored |= added
         try:

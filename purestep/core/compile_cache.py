@@ -47,10 +47,10 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from purestep._compat import temporary_inductor_cache_dir
 from purestep._io import write_atomic
 from purestep._trust import sign_json, signature_status
 
@@ -174,13 +174,11 @@ def private_inductor_cache() -> Iterator[Path]:
     own (mode 0700, removed afterwards) instead of the user's global one, so that a run's
     compile cache, loaded into it, never touches what other runs and projects compile."""
     directory = Path(tempfile.mkdtemp(prefix="purestep-inductor-"))
-    temporary_cache_dir: Any = None
-    with contextlib.suppress(ImportError):  # torch moved it: the environment variable alone
-        from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
     previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    scope = temporary_inductor_cache_dir(str(directory))
     try:
-        if temporary_cache_dir is not None:
-            with temporary_cache_dir(str(directory)):
+        if scope is not None:
+            with scope:
                 yield directory
         else:  # pragma: no cover
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
