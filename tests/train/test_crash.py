@@ -104,7 +104,10 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise(tmp_path):
     assert leftovers == []
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
+)
 def test_signal_saves_and_exits_with_the_conventional_code(tmp_path, sig, code):
     config = tmp_path / "cfg.yaml"
     # long enough that the signal lands mid-run on any machine (4 epochs take 0.2 s)
