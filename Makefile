@@ -21,13 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/purestep demo
 
-# Representative suite (< 15 min on 2 cores): everything but tests marked slow.
+# Representative suite (~8 min on 2 cores, one pytest worker per core): everything but
+# tests marked slow. Each worker runs torch on one thread (tests/conftest.py).
 test: $(STAMP)
-	$(PYTEST) -m "not slow" -q
+	$(PYTEST) -m "not slow" -q -n 2
 
 # Everything, compile-heavy and long parity runs included, with more hypothesis examples.
 test-all: $(STAMP)
-	HYPOTHESIS_PROFILE=all $(PYTEST) -q
+	HYPOTHESIS_PROFILE=all $(PYTEST) -q -n 2
 
 # Benchmarks need the peers (JAX + optax, torchopt): the `bench` extra.
 BENCH_STAMP := $(VENV)/.bench-installed

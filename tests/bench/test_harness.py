@@ -112,7 +112,6 @@ def test_worker_protocol():
     assert lines[7] == {"ok": True} and len(lines) == 8
 
 
-@pytest.mark.slow  # make test-all: keeps make test under 15 min on 2 cores
 def test_isolated_run_times_each_variant_in_its_own_process():
     result = run_benchmarks(
         "W1",

@@ -234,7 +234,6 @@ def test_tiny_lm_config_full_compiled_run(tmp_path):
     assert history[-1]["val_loss"] < history[0]["val_loss"]
 
 
-@pytest.mark.slow  # make test-all: keeps make test under 15 min on 2 cores
 def test_tiny_lm_script_full_run_recites_its_text(monkeypatch):
     g = script(monkeypatch, "tiny_lm.py")
     assert g["sample"].startswith(g["TEXT"][:60])

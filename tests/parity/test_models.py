@@ -11,7 +11,6 @@ from tests.parity.models import DictOutput, ReassignedBuffer, lm_batches, lm_los
 from tests.support import batches, cnn, mlp
 
 
-@pytest.mark.slow  # make test-all: keeps make test under 15 min on 2 cores
 def test_transformer_lm_with_tied_weights_bitwise_300_steps():
     report = ps.parity.compare(
         tiny_lm,

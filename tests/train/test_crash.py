@@ -106,7 +106,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise(tmp_path):
 
 @pytest.mark.parametrize(
     ("sig", "code"),
-    [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
 )
 def test_signal_saves_and_exits_with_the_conventional_code(tmp_path, sig, code):
     config = tmp_path / "cfg.yaml"

@@ -231,7 +231,6 @@ def test_a_module_beside_the_config_never_shadows_a_library(tmp_path):
     assert not marker.exists(), marker.read_text()
 
 
-@pytest.mark.slow  # make test-all: keeps make test under 15 min on 2 cores
 def test_a_foreign_compile_cache_is_ignored_on_resume(tmp_path, capsys):
     """OUT/compile_cache.zip from elsewhere is native code: a --resume says so in one line
     and compiles afresh, in a private cache directory (the global one is untouched)."""

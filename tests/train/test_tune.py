@@ -101,7 +101,6 @@ def _counts(db: Path) -> tuple[int, int]:
     return states.count("COMPLETE"), states.count("RUNNING")
 
 
-@pytest.mark.slow  # make test-all: keeps make test under 15 min on 2 cores
 def test_killed_tune_resumes_without_losing_or_repeating_a_trial(tmp_path):
     cfg = _write(tmp_path, "cfg.yaml", CONFIG.replace("epochs: 3", "epochs: 4"))
     space = _write(tmp_path, "space.yaml", "optimizer.lr: {log_uniform: [1e-4, 1e-1]}\n")

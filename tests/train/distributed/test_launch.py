@@ -85,7 +85,6 @@ def test_trajectory_is_the_single_process_one(job: tuple[Path, Path, str], tmp_p
         assert a["confusion_matrix"] == b["confusion_matrix"]
 
 
-@pytest.mark.slow  # make test-all: keeps make test under 15 min on 2 cores
 def test_resume_on_one_process_then_on_two_ranks(
     job: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
