@@ -93,7 +93,8 @@ def own_run(tmp_path, monkeypatch, isolated):
     out = tmp_path / "runs" / "houses"
     assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
     sys.modules.pop("mymod", None)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if "project" not in p])
+    project = str((tmp_path / "project").resolve())  # what train added to sys.path
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not p.startswith(project)])
     return out
 
 
