@@ -551,13 +551,13 @@ def _meta_problem(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
-def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) -> Checkpoint:
-    """Load and check the checkpoint ``path`` names (see ``resolve_checkpoint``) for the
-    model and optimizer of ``like`` (a state, or the train step that will use it). A run or
-    ``checkpoints`` directory means its ``latest`` checkpoint (what a resume continues from;
-    name ``.../best`` for the best one)."""
-    directory = resolve_checkpoint(path, prefer="latest")
-    meta = read_meta(directory)
+def read_verified_tensors(
+    directory: Path, meta: dict[str, Any], keep: tuple[str, ...] | None = None
+) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of ``directory``'s ``state.safetensors`` (those whose names start with
+    one of ``keep``, or all), after checking the file against the sha256 its ``meta.json``
+    (already read by ``read_meta``) records; returns them with that digest. Every problem
+    is a ``CheckpointError`` naming the file."""
     state_path = directory / STATE_FILE
     if not state_path.is_file():
         raise CheckpointError(f"{state_path}: missing (incomplete checkpoint?)")
@@ -575,10 +575,23 @@ def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) 
         )
     try:
         with safe_open(str(state_path), framework="pt", device="cpu") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            names = [k for k in f.keys() if keep is None or k.startswith(keep)]  # noqa: SIM118
+            tensors = {k: f.get_tensor(k) for k in names}
     except (SafetensorError, OSError, ValueError, TypeError, RuntimeError, MemoryError) as err:
         # safetensors checks the header (its length, offsets, dtypes) before any tensor
         raise CheckpointError(f"{state_path}: not a valid safetensors file ({err})") from None
+    return tensors, actual
+
+
+def load_checkpoint(path: str | os.PathLike[str], like: TrainState | TrainStep) -> Checkpoint:
+    """Load and check the checkpoint ``path`` names (see ``resolve_checkpoint``) for the
+    model and optimizer of ``like`` (a state, or the train step that will use it). A run or
+    ``checkpoints`` directory means its ``latest`` checkpoint (what a resume continues from;
+    name ``.../best`` for the best one)."""
+    directory = resolve_checkpoint(path, prefer="latest")
+    meta = read_meta(directory)
+    tensors, _ = read_verified_tensors(directory, meta)
+    state_path = directory / STATE_FILE
     state_tensors = {
         k: v for k, v in tensors.items() if k.startswith(_STATE_PREFIXES) or k in _STATE_KEYS
     }

@@ -19,8 +19,6 @@ first tensor that does not fit, before anything is trained or written.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from collections.abc import Callable
@@ -29,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from purestep.core.state import TrainState
 from purestep.train.checkpoint import (
-    META_FILE,
     STATE_FILE,
     CheckpointError,
+    read_meta,
+    read_verified_tensors,
     resolve_checkpoint,
 )
 from purestep.train.config import ConfigError
@@ -84,45 +82,15 @@ def resolve_init_from(path: str | os.PathLike[str]) -> Path:
     return resolve_checkpoint(path)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_tensors(directory: Path, where: str) -> tuple[dict[str, torch.Tensor], str]:
     """The ``params/`` and ``buffers/`` tensors of a step directory, checked against the
-    sha256 in its meta.json (read as data: nothing else of it is used)."""
-    meta_path, state_path = directory / META_FILE, directory / STATE_FILE
+    sha256 in its meta.json (read as data, with the checks every checkpoint read gets:
+    nothing of it is built or imported)."""
     try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{where}: {meta_path} missing (incomplete checkpoint?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{where}: {meta_path} is not readable JSON ({err})") from None
-    sums = meta.get("sha256") if isinstance(meta, dict) else None
-    expected = sums.get(STATE_FILE) if isinstance(sums, dict) else None
-    if not isinstance(expected, str):
-        raise CheckpointError(f"{where}: {meta_path} records no sha256 for {STATE_FILE}")
-    if not state_path.is_file():
-        raise CheckpointError(f"{where}: {state_path} missing (incomplete checkpoint?)")
-    digest = _sha256(state_path)
-    if digest != expected:
-        raise CheckpointError(
-            f"{where}: {state_path}: checksum mismatch with meta.json (the file is corrupted, "
-            "truncated or was modified)"
-        )
-    try:
-        with safe_open(str(state_path), framework="pt", device="cpu") as f:
-            names = [k for k in f.keys() if k.startswith(("params/", "buffers/"))]  # noqa: SIM118
-            tensors = {k: f.get_tensor(k) for k in names}
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(
-            f"{where}: {state_path}: not a valid safetensors file ({err})"
-        ) from None
-    return tensors, digest
+        meta = read_meta(directory)
+        return read_verified_tensors(directory, meta, keep=("params/", "buffers/"))
+    except CheckpointError as err:
+        raise CheckpointError(f"{where}: {err}") from None
 
 
 def load_warm_start(

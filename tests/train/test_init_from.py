@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -243,3 +244,30 @@ def test_sweep_members_start_from_init_from(source):
         assert member.state is not None
         for name, value in member.state.params.items():
             assert torch.equal(value, old[f"params/{name}"])
+
+
+@pytest.mark.parametrize("damage", ["fifo", "huge", "not_an_object"])
+def test_a_damaged_source_meta_is_refused_as_every_checkpoint_read_refuses_it(
+    source, tmp_path, damage
+):
+    """The source's meta.json gets the checks of every checkpoint read: a FIFO would block
+    a plain read forever, a huge file would be read whole."""
+    _, src = source
+    foreign = tmp_path / "foreign"
+    shutil.copytree(src, foreign)
+    meta_path = _latest(foreign) / "meta.json"
+    meta_path.unlink()
+    if damage == "fifo":
+        os.mkfifo(meta_path)
+        match = "not a regular file"
+    elif damage == "huge":
+        meta_path.write_bytes(b" " * (65 << 20))
+        match = "larger than"
+    else:
+        meta_path.write_text("[1, 2]")
+        match = "expected a JSON object"
+    model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(CheckpointError, match=match):
+        load_warm_start(model, foreign)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
